@@ -74,9 +74,10 @@ def parse_args(argv=None):
     )
     parser.add_argument(
         "--grouped-conv",
-        choices=("native", "split"),
-        default="native",
-        help="how MSConv computes its grouped convolutions (same weights and outputs)",
+        choices=("auto", "native", "split"),
+        default="auto",
+        help="how MSConv computes its grouped convolutions (same weights and outputs; default auto: "
+        "split on TensorFlow without a GPU)",
     )
     parser.add_argument("--no-flops", action="store_true", help="skip the FLOP count")
     parser.add_argument(
@@ -126,9 +127,9 @@ def gflops_per_image(model):
     """
     import tensorflow as tf
 
-    from keras_fr.layers.msconv import MSConv, clone_with_grouped_conv
+    from keras_fr.layers.msconv import MSConv, clone_with_grouped_conv, resolve_grouped_conv
 
-    if any(isinstance(l, MSConv) and l.grouped_conv == "native" for l in model.layers):
+    if any(isinstance(l, MSConv) and resolve_grouped_conv(l.grouped_conv) == "native" for l in model.layers):
         model = clone_with_grouped_conv(model, "split")
     from tensorflow.python.framework.convert_to_constants import (
         convert_variables_to_constants_v2,

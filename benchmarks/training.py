@@ -59,6 +59,9 @@ def parse_args(argv=None):
     p.add_argument("--image-size", type=int, default=None, help="input size (default 112)")
     p.add_argument("--num-classes", type=int, default=1000, help="identities in the margin head")
     p.add_argument("--jit", action="store_true", help="compile with XLA (jit_compile=True)")
+    p.add_argument("--grouped-conv", choices=("auto", "native", "split"), default="auto",
+                   help="MSConv's grouped-convolution formulation (default auto: split on TensorFlow "
+                        "without a GPU; native trains far slower there, see benchmarks/grouped_conv.py)")
     p.add_argument("--quick", action="store_true",
                    help="smoke test: msconv_resnet26 at 64x64, batch 4, float32, 1 warm-up + 2 timed steps")
     p.add_argument("--output", default=os.path.join(HERE, "results", "training.json"))
@@ -110,9 +113,8 @@ def measure(name, precision, args):
     keras.backend.clear_session()
     keras.config.set_dtype_policy(precision)
     try:
-        backbone = get_builder(name)(
-            input_shape=(args.image_size, args.image_size, 3)
-        )
+        extra = {"grouped_conv": args.grouped_conv} if name.startswith("msconv") else {}
+        backbone = get_builder(name)(input_shape=(args.image_size, args.image_size, 3), **extra)
         model = FaceTrainingModel(backbone, args.num_classes)
         model.compile(optimizer=SGDWithL2(0.02, momentum=0.9, l2=5e-4), loss=ArcFaceLoss(),
                       jit_compile=bool(args.jit))
@@ -134,6 +136,7 @@ def measure(name, precision, args):
             "batch_size": args.batch_size,
             "image_size": args.image_size,
             "jit": bool(args.jit),
+            "grouped_conv": args.grouped_conv if name.startswith("msconv") else None,
             "timed_steps": len(timed),
             "seconds_per_step": seconds / len(timed),
             "images_per_second": args.batch_size * len(timed) / seconds,
@@ -148,16 +151,21 @@ def measure(name, precision, args):
         keras.config.set_dtype_policy("float32")
 
 
+def print_row(r, flush=False):
+    if "failed" in r:
+        line = f"{r['model']:<18}{r['precision']:<16}{r['batch_size']:>6}  failed: {r['failed']}"
+    else:
+        line = (f"{r['model']:<18}{r['precision']:<16}{r['batch_size']:>6}{r['images_per_second']:>10.2f}"
+                f"{r['seconds_per_step']:>9.3f}{r['warmup_seconds']:>11.1f}")
+    print(line, flush=flush)
+
+
 def print_table(results):
     header = f"{'model':<18}{'precision':<16}{'batch':>6}{'img/s':>10}{'s/step':>9}{'warm-up s':>11}"
     print(header)
     print("-" * len(header))
     for r in results:
-        if "failed" in r:
-            print(f"{r['model']:<18}{r['precision']:<16}{r['batch_size']:>6}  failed: {r['failed']}")
-        else:
-            print(f"{r['model']:<18}{r['precision']:<16}{r['batch_size']:>6}{r['images_per_second']:>10.2f}"
-                  f"{r['seconds_per_step']:>9.3f}{r['warmup_seconds']:>11.1f}")
+        print_row(r)
 
 
 def write_json(path, payload):
@@ -178,8 +186,7 @@ def main(argv=None):
     import tensorflow as tf
 
     gpus = tf.config.list_physical_devices("GPU")
-    results = [measure(name, precision, args) for name in args.models for precision in args.precision]
-    print_table(results)
+    results = []
     payload = {
         "benchmark": "training",
         "command": "python benchmarks/training.py " + " ".join(sys.argv[1:] if argv is None else argv),
@@ -188,10 +195,18 @@ def main(argv=None):
                     "cpu_count": os.cpu_count(), "gpus": [g.name for g in gpus],
                     "tensorflow": tf.__version__},
         "settings": {k: getattr(args, k) for k in ("batch_size", "steps", "warmup", "image_size",
-                                                   "num_classes", "jit")},
+                                                   "num_classes", "jit", "grouped_conv")},
         "results": results,
     }
-    write_json(args.output, payload)
+    # Each row is printed and saved as soon as it is measured: a full run takes many minutes on a
+    # 2-core machine, and an interrupted run must still leave every figure it measured.
+    for name in args.models:
+        for precision in args.precision:
+            results.append(measure(name, precision, args))
+            print_row(results[-1], flush=True)
+            write_json(args.output, payload)
+    print()
+    print_table(results)
     print(f"wrote {args.output}")
     return payload
 

@@ -210,7 +210,7 @@ def test_every_prelu_has_one_parameter():
 @pytest.mark.parametrize("strides,dilations", [(1, (1, 2)), (2, (1, 2)), (2, (2, 3))])
 def test_split_grouped_conv_equals_native(strides, dilations):
     x = RNG.normal(size=(2, 9, 9, 64)).astype("float32")
-    native = _make(x.shape, strides=strides, dilations=dilations)
+    native = _make(x.shape, strides=strides, dilations=dilations, grouped_conv="native")
     split = MSConv(strides=strides, dilations=dilations, grouped_conv="split", name="msconv")
     split.build(x.shape)
     assert [tuple(w.shape) for w in split.weights] == [tuple(w.shape) for w in native.weights]
@@ -248,7 +248,39 @@ def test_defaults_are_the_reference():
     config = MSConv().get_config()
     assert config["groups"] == 32 and config["reduction"] == 16 and config["min_dim"] == 32
     assert config["dilations"] == [1, 2] and config["strides"] == 1
-    assert config["squeeze"] == "multiply" and config["grouped_conv"] == "native"
+    assert config["squeeze"] == "multiply" and config["grouped_conv"] == "auto"
+
+
+def test_auto_grouped_conv_resolves_by_backend_and_device():
+    import tensorflow as tf
+
+    from keras_fr.layers.msconv import resolve_grouped_conv
+
+    assert resolve_grouped_conv("native") == "native" and resolve_grouped_conv("split") == "split"
+    on_tf_cpu = keras.backend.backend() == "tensorflow" and not tf.config.list_logical_devices("GPU")
+    assert resolve_grouped_conv("auto") == ("split" if on_tf_cpu else "native")
+    with pytest.raises(ValueError, match="grouped_conv"):
+        resolve_grouped_conv("fast")
+
+
+def test_auto_grouped_conv_trains_like_native():
+    """Same outputs and the same gradients as the native grouped convolution (weights shared)."""
+    import tensorflow as tf
+
+    x = tf.constant(RNG.normal(size=(2, 9, 9, 64)).astype("float32"))
+    native = _make(x.shape, strides=2, grouped_conv="native")
+    auto = MSConv(strides=2, name="msconv")
+    auto.build(x.shape)
+    auto.set_weights(native.get_weights())
+    grads = []
+    for layer in (native, auto):
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_sum(tf.square(layer(x, training=True)))
+        grads.append([np.asarray(g) for g in tape.gradient(loss, layer.trainable_weights)])
+    assert len(grads[0]) == len(grads[1]) > 0
+    for g_native, g_auto in zip(*grads):
+        scale = max(float(np.max(np.abs(g_native))), 1e-6)
+        np.testing.assert_allclose(g_auto, g_native, rtol=0, atol=1e-4 * scale)
 
 
 @pytest.mark.parametrize(

@@ -198,10 +198,7 @@ def to_onnx(
     failures = []
     try:
         for formulation in candidates:
-            source = model
-            if formulation == "split" and _prepare.current_grouped_conv_mode(model) != "split":
-                probe = _common.verification_inputs(model, None, 2, seed=7)
-                source = _prepare.split_grouped_conv_clone(model, check_inputs=probe)
+            source = _prepare.formulation_source(model, formulation, has_grouped, can_split)
             serving = _prepare.serving_model(source, channels_first=bool(channels_first))
             try:
                 complaints = _convert(serving, tmp, int(opset))

@@ -3,9 +3,10 @@
 - ``serving_model``: a thin Functional wrapper that calls the model with ``training=False`` (BatchNorm
   uses its moving statistics; LGAF's ``FeatureQualityFusion`` uses its stored norm statistics and
   updates nothing), names the input ``input_image`` and optionally takes NCHW input.
-- ``split_grouped_conv_clone``: the same network rebuilt with MSConv's ``grouped_conv="split"``
-  formulation (the same kernel variables, computed as per-group convolutions + concatenation), for
-  converters that cannot express a grouped convolution.
+- ``grouped_conv_clone`` / ``formulation_source``: the same network rebuilt with MSConv's
+  ``grouped_conv="native"`` or ``"split"`` formulation (the same kernel variables; split computes
+  per-group convolutions + concatenation, for converters that cannot express a grouped convolution).
+  A model in ``"auto"`` mode is rebuilt too, because what "auto" traces to depends on the machine.
 - ``native_grouped_conv_tracing``: while tracing for tf2onnx, let grouped convolutions be plain
   ``tf.nn.convolution`` calls, which tf2onnx maps to one ONNX ``Conv`` with ``group=G``. (Keras'
   TensorFlow backend wraps grouped convolutions in an XLA-compiled function because TensorFlow's CPU
@@ -37,8 +38,20 @@ def grouped_conv_info(model):
 
 
 def current_grouped_conv_mode(model):
+    """The one ``grouped_conv`` setting of the model's layers (``"auto"`` included), or None if mixed."""
     modes = {getattr(layer, "grouped_conv") for layer in all_layers(model) if hasattr(layer, "grouped_conv")}
     return modes.pop() if len(modes) == 1 else None
+
+
+def formulation_source(model, formulation, has_grouped, can_split):
+    """The model to trace for ``formulation``: ``model`` itself when it is already set to exactly that
+    formulation (or has no switch), else a verified clone rebuilt with it."""
+    if not (has_grouped and can_split) or current_grouped_conv_mode(model) == formulation:
+        return model
+    from keras_fr.export import _common
+
+    probe = _common.verification_inputs(model, None, 2, seed=7)
+    return grouped_conv_clone(model, formulation, check_inputs=probe)
 
 
 def _set_grouped_conv(config, value):
@@ -57,11 +70,12 @@ def _set_grouped_conv(config, value):
     return count
 
 
-def split_grouped_conv_clone(model, check_inputs=None):
-    """Rebuild ``model`` with ``grouped_conv="split"`` in every layer that has the option.
+def grouped_conv_clone(model, mode="split", check_inputs=None):
+    """Rebuild ``model`` with ``grouped_conv=mode`` in every layer that has the option.
 
     Args:
         model: a Functional Keras model.
+        mode: ``"split"`` or ``"native"``.
         check_inputs: optional inputs on which the clone must reproduce the model (float32 parity).
 
     Returns:
@@ -81,25 +95,25 @@ def split_grouped_conv_clone(model, check_inputs=None):
     )
     if msconv_only and clone_with_grouped_conv is not None:
         try:
-            clone = clone_with_grouped_conv(model, "split")
+            clone = clone_with_grouped_conv(model, mode)
         except Exception as exc:  # noqa: BLE001 - surface why, whatever the layer raised
-            raise ValueError(f"cannot rebuild the model with grouped_conv='split': {exc}") from exc
+            raise ValueError(f"cannot rebuild the model with grouped_conv={mode!r}: {exc}") from exc
     else:  # generic: any layer config with a `grouped_conv` entry
         config = model.get_config()
-        if _set_grouped_conv(config, "split") == 0:
+        if _set_grouped_conv(config, mode) == 0:
             raise ValueError(
                 "the model has grouped convolutions but no layer with a `grouped_conv` option, so "
-                "it cannot be rebuilt in the split formulation."
+                f"it cannot be rebuilt in the {mode!r} formulation."
             )
         try:
             clone = model.__class__.from_config(config)
         except Exception as exc:  # noqa: BLE001
-            raise ValueError(f"cannot rebuild the model with grouped_conv='split': {exc}") from exc
+            raise ValueError(f"cannot rebuild the model with grouped_conv={mode!r}: {exc}") from exc
     source = model.get_weights()
     target = clone.get_weights()
     if [w.shape for w in source] != [w.shape for w in target]:
         raise ValueError(
-            "the split-formulation clone has different weights than the model "
+            f"the {mode!r}-formulation clone has different weights than the model "
             f"({len(target)} vs {len(source)} arrays); cannot copy them."
         )
     clone.set_weights(source)
@@ -110,7 +124,7 @@ def split_grouped_conv_clone(model, check_inputs=None):
         rel = float(np.max(np.abs(ref - out))) / scale
         if not rel <= 1e-5:
             raise ValueError(
-                f"the grouped_conv='split' clone does not reproduce the model (max |diff| is {rel:.3g} "
+                f"the grouped_conv={mode!r} clone does not reproduce the model (max |diff| is {rel:.3g} "
                 "of the output scale)."
             )
     return clone

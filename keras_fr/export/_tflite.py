@@ -296,10 +296,7 @@ def to_tflite(
     failures = []
     try:
         for formulation in candidates:
-            source = model
-            if formulation == "split" and _prepare.current_grouped_conv_mode(model) != "split":
-                probe = _common.verification_inputs(model, None, 2, seed=7)
-                source = _prepare.split_grouped_conv_clone(model, check_inputs=probe)
+            source = _prepare.formulation_source(model, formulation, has_grouped, can_split)
             if quantize == "int8":
                 # -inf padding (PyTorch-exact max pool) would put -inf into a calibrated range;
                 # edge padding gives the same maxima with finite values.
