@@ -14,13 +14,13 @@ Usage:
 """
 
 import argparse
-import json
 import os
 import pathlib
 import sys
 import time
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+import _bench  # noqa: E402  (quiet logs, TensorFlow backend, project root on sys.path: before Keras)
+from _bench import write_json  # noqa: E402
 
 import numpy as np  # noqa: E402
 
@@ -137,12 +137,8 @@ def main(argv=None):
         "iters": iters,
         "rows": rows,
     }
-    out = pathlib.Path(args.output)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(json.dumps(result, indent=2) + "\n")
-    os.replace(tmp, out)
-    print(f"wrote {out}")
+    write_json(args.output, result)
+    print(f"wrote {args.output}")
     return 0
 
 

@@ -15,7 +15,6 @@ Prints a table and writes benchmarks/results/export.json.
 """
 
 import argparse
-import json
 import os
 import pathlib
 import platform
@@ -24,10 +23,10 @@ import sys
 import tempfile
 import time
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+import _bench  # noqa: E402  (quiet logs, TensorFlow backend, project root on sys.path: before Keras)
+from _bench import write_json  # noqa: E402
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+ROOT = pathlib.Path(_bench.ROOT)
 RESULTS = ROOT / "benchmarks" / "results" / "export.json"
 CELEBA_IMAGES = ROOT.parent / "shared" / "data" / "celeba299" / "images"
 DEFAULT_MODELS = "iresnet18,msconv_resnet26"
@@ -200,12 +199,8 @@ def main(argv=None):
         "calibration": sorted(sources),
         "rows": all_rows,
     }
-    out = pathlib.Path(args.output)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp_out = out.with_suffix(".json.tmp")
-    tmp_out.write_text(json.dumps(result, indent=2))
-    os.replace(tmp_out, out)
-    print(f"wrote {out}")
+    write_json(args.output, result)
+    print(f"wrote {args.output}")
 
 
 if __name__ == "__main__":

@@ -25,21 +25,14 @@ Usage:
 
 import argparse
 import datetime
-import json
 import os
 import platform
 import statistics
 import sys
-import tempfile
 import time
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(HERE)
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
+import _bench  # noqa: E402  (quiet logs, TensorFlow backend, project root on sys.path: before Keras)
+from _bench import HERE, write_json  # noqa: E402
 
 from keras_fr.applications import MODELS, get_builder  # noqa: E402
 from keras_fr.applications.common import count_parameters  # noqa: E402
@@ -260,18 +253,6 @@ def print_table(results, batch_sizes, modes):
         )
 
 
-def write_json(path, payload):
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(payload, f, indent=2)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
 
 
 def main(argv=None):

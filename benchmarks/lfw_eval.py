@@ -25,19 +25,13 @@ Writes ``benchmarks/results/lfw_eval.json``. Needs ``../shared/data/lfw112`` (ne
 
 import argparse
 import datetime
-import json
 import os
 import platform
 import sys
 import time
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(HERE)
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
+import _bench  # noqa: E402  (quiet logs, TensorFlow backend, project root on sys.path: before Keras)
+from _bench import HERE, ROOT, write_json  # noqa: E402
 
 from keras_fr.applications import MODELS, get_model  # noqa: E402
 
@@ -130,11 +124,7 @@ def main(argv=None):
         "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count(), "python": platform.python_version()},
         "results": rows,
     }
-    os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
-    tmp = args.output + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(report, f, indent=2)
-    os.replace(tmp, args.output)
+    write_json(args.output, report)
     print(f"wrote {args.output}")
     return 0
 

@@ -26,20 +26,13 @@ Usage:
 
 import argparse
 import datetime
-import json
 import os
 import platform
 import sys
-import tempfile
 import time
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(HERE)
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
+import _bench  # noqa: E402  (quiet logs, TensorFlow backend, project root on sys.path: before Keras)
+from _bench import HERE, write_json  # noqa: E402
 
 from keras_fr.applications import MODELS, get_builder  # noqa: E402
 
@@ -168,17 +161,6 @@ def print_table(results):
         print_row(r)
 
 
-def write_json(path, payload):
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, temp = tempfile.mkstemp(dir=folder, suffix=".json.tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(payload, f, indent=2)
-        os.replace(temp, path)
-    finally:
-        if os.path.exists(temp):
-            os.remove(temp)
 
 
 def main(argv=None):
