@@ -19,6 +19,7 @@ Usage:
                                                    # writes results/grouped_conv.json
     python benchmarks/grouped_conv.py --quick      # smoke test: small layer, MSConvResNet26 at 64x64
     python benchmarks/grouped_conv.py --skip-network
+    python benchmarks/grouped_conv.py --batch-size 1 --calls 10 --skip-training   # batch-1 inference
 """
 
 import argparse
@@ -40,6 +41,7 @@ def parse_args(argv=None):
     p.add_argument("--batch-size", type=int, default=None, help="batch size (default 32)")
     p.add_argument("--calls", type=int, default=None, help="timed calls per measurement (default 3)")
     p.add_argument("--skip-network", action="store_true", help="only the single-layer measurements")
+    p.add_argument("--skip-training", action="store_true", help="no network training step (inference only)")
     p.add_argument("--quick", action="store_true", help="smoke test: tiny sizes, 1 timed call")
     p.add_argument("--output", default=os.path.join(HERE, "results", "grouped_conv.json"))
     args = p.parse_args(argv)
@@ -123,6 +125,8 @@ def network_rows(args):
             seconds = median_seconds(lambda fn=fn: np.asarray(fn(x)), args.calls)
             yield {"case": case, "what": what, "grouped_conv": mode, "batch_size": args.batch_size,
                    "seconds": seconds, "images_per_second": args.batch_size / seconds}
+        if args.skip_training:
+            continue
         trainer = FaceTrainingModel(model, 100)
         trainer.compile(optimizer=SGDWithL2(0.02, momentum=0.9, l2=5e-4), loss=ArcFaceLoss())
         seconds = median_seconds(lambda: trainer.train_on_batch(x, y), args.calls)
