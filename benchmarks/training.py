@@ -13,9 +13,11 @@ MSConv paper's GPU setting; on CPU it may fail or be slow; a failure is recorded
 The MSConv paper reports 918 images/s for MSConvResNet50 at batch 128, mixed precision, on one RTX
 4090; compare only with a run on a GPU (``--batch-size 128 --precision mixed_float16 --jit``).
 
-Budget: the default run is 6 fits (3 models x 2 policies) of 1 + 3 steps at batch 32 and 112x112; tracing
-dominates the warm-up step. If it takes longer than ~5 minutes on 2 cores, lower ``--steps`` or run the
-models separately.
+Budget: the default run is 6 fits (3 models x 2 policies) of 1 + 3 steps at batch 32 and 112x112; it
+took 13.1 minutes on 2 cores (an MSConv network's tracing step alone takes over 2 minutes). Each row is
+printed and saved as soon as it is measured, so an interrupted run keeps what it measured. MSConv
+networks use ``grouped_conv="auto"`` (split on TensorFlow CPU); ``--grouped-conv native`` trains about
+25x slower there (``benchmarks/grouped_conv.py``).
 
 Usage:
     python benchmarks/training.py                 # MSConvResNet50, IResNet50, LGAFResNet100; batch 32;
