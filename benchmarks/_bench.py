@@ -5,6 +5,7 @@ Imported by the scripts in this folder as ``import _bench`` before anything impo
 script puts this folder first on ``sys.path``. oneDNN is left on: benchmarks measure the default path.
 """
 
+import datetime
 import json
 import os
 import platform
@@ -47,4 +48,15 @@ def machine_info():
         "python": platform.python_version(),
         "gpus": [g.name for g in tf.config.list_physical_devices("GPU")],
         "tensorflow": tf.__version__,
+    }
+
+
+def result_header(benchmark, argv=None):
+    """The fields every results file starts with: name, the command that produced it, UTC date, machine."""
+    args = sys.argv[1:] if argv is None else list(argv)
+    return {
+        "benchmark": benchmark,
+        "command": " ".join([f"python benchmarks/{benchmark}.py", *args]),
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "machine": machine_info(),
     }

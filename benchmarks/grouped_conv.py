@@ -23,11 +23,8 @@ Usage:
 """
 
 import argparse
-import datetime
 import os
-import platform
 import statistics
-import sys
 import time
 
 import _bench  # noqa: E402  (quiet logs, TensorFlow backend, project root on sys.path: before Keras)
@@ -138,16 +135,9 @@ def network_rows(args):
 
 def main(argv=None):
     args = parse_args(argv)
-    import tensorflow as tf
-
     results = []
     payload = {
-        "benchmark": "grouped_conv",
-        "command": "python benchmarks/grouped_conv.py " + " ".join(sys.argv[1:] if argv is None else argv),
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count(),
-                    "gpus": [g.name for g in tf.config.list_physical_devices("GPU")],
-                    "tensorflow": tf.__version__},
+        **_bench.result_header("grouped_conv", argv),
         "results": results,
     }
     print(f"{'case':<32}{'what':<20}{'grouped_conv':<14}{'batch':>6}{'seconds':>10}{'img/s':>9}")

@@ -27,10 +27,7 @@ Usage:
 """
 
 import argparse
-import datetime
 import os
-import platform
-import sys
 import time
 
 import _bench  # noqa: E402  (quiet logs, TensorFlow backend, project root on sys.path: before Keras)
@@ -167,17 +164,9 @@ def print_table(results):
 
 def main(argv=None):
     args = parse_args(argv)
-    import tensorflow as tf
-
-    gpus = tf.config.list_physical_devices("GPU")
     results = []
     payload = {
-        "benchmark": "training",
-        "command": "python benchmarks/training.py " + " ".join(sys.argv[1:] if argv is None else argv),
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "machine": {"platform": platform.platform(), "processor": platform.processor(),
-                    "cpu_count": os.cpu_count(), "gpus": [g.name for g in gpus],
-                    "tensorflow": tf.__version__},
+        **_bench.result_header("training", argv),
         "settings": {k: getattr(args, k) for k in ("batch_size", "steps", "warmup", "image_size",
                                                    "num_classes", "jit", "grouped_conv")},
         "results": results,
