@@ -272,11 +272,14 @@ def test_auto_grouped_conv_trains_like_native():
     auto = MSConv(strides=2, name="msconv")
     auto.build(x.shape)
     auto.set_weights(native.get_weights())
-    grads = []
+    outputs, grads = [], []
     for layer in (native, auto):
         with tf.GradientTape() as tape:
-            loss = tf.reduce_sum(tf.square(layer(x, training=True)))
+            y = layer(x, training=True)
+            loss = tf.reduce_sum(tf.square(y))
+        outputs.append(np.asarray(y))
         grads.append([np.asarray(g) for g in tape.gradient(loss, layer.trainable_weights)])
+    np.testing.assert_allclose(outputs[1], outputs[0], rtol=1e-5, atol=1e-5)
     assert len(grads[0]) == len(grads[1]) > 0
     for g_native, g_auto in zip(*grads):
         scale = max(float(np.max(np.abs(g_native))), 1e-6)

@@ -18,6 +18,8 @@ import contextlib
 
 import numpy as np
 
+from keras_fr.export import _common
+
 
 def all_layers(model):
     """Every layer inside ``model``, nested models and composite layers included."""
@@ -48,8 +50,6 @@ def formulation_source(model, formulation, has_grouped, can_split):
     formulation (or has no switch), else a verified clone rebuilt with it."""
     if not (has_grouped and can_split) or current_grouped_conv_mode(model) == formulation:
         return model
-    from keras_fr.export import _common
-
     probe = _common.verification_inputs(model, None, 2, seed=7)
     return grouped_conv_clone(model, formulation, check_inputs=probe)
 
