@@ -210,8 +210,9 @@ _INPUT_SHAPE_NOTE = (
 _EXTRA_ARGS = """    grouped_conv: keyword only. How the MSConv layers compute their grouped 3x3 convolutions:
         `"auto"` (default: `"split"` on the TensorFlow backend without a GPU, else `"native"`),
         `"native"` (`Conv2D(groups=32)`) or `"split"` (32 ordinary convolutions on channel slices).
-        Same weights and outputs. On TensorFlow CPU `"split"` trains about 25x faster and infers
-        about 1.5x faster at batch 32, but about 1.3x slower at batch 1 (`benchmarks/grouped_conv.py`);
+        Same weights and outputs. On TensorFlow CPU `"split"` trains about 25x faster, infers about
+        1.7x faster with XLA at batch 32 (about the same without XLA) and about 1.3x slower at
+        batch 1 (`benchmarks/grouped_conv.py`);
         it also suits runtimes without grouped convolution (see `keras_fr.layers.msconv.clone_with_grouped_conv`).
 """
 _RAISES_AND_EXAMPLE = """

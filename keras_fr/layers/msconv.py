@@ -78,7 +78,8 @@ def resolve_grouped_conv(grouped_conv):
     TensorFlow has no CPU kernel for grouped convolution: Keras runs each one as an XLA-compiled
     function, whose gradient is pathologically slow on CPU (about 40x slower than the split form's for
     one MSConv layer, 25x for a whole MSConvResNet50 training step; ``benchmarks/grouped_conv.py``).
-    At batch 32 the split forward pass is faster too; at batch 1 it is about 1.3x slower, so
+    At batch 32 the split forward pass is about 1.7x faster with XLA (about equal without); at batch 1
+    it is about 1.3x slower, so
     latency-bound CPU serving may prefer ``"native"`` (or a TFLite export). JAX,
     PyTorch and TensorFlow on GPU (cuDNN) have native grouped convolutions.
 
@@ -129,9 +130,9 @@ class MSConv(keras.layers.Layer):
             outputs: ``"native"`` (one ``Conv2D(groups=...)``), ``"split"`` (``groups`` ordinary
             convolutions on channel slices, concatenated; for runtimes without grouped convolution,
             e.g. TFLite builtins) or ``"auto"`` (the default: ``"split"`` on the TensorFlow backend
-            without a GPU, where it trains about 25x faster and infers about 1.5x faster at
-            batch 32 but about 1.3x slower at batch 1, else ``"native"``; decided when the layer
-            is called, see ``resolve_grouped_conv``). See
+            without a GPU, where it trains about 25x faster, infers about 1.7x faster with XLA at
+            batch 32 (about the same without XLA) and about 1.3x slower at batch 1, else
+            ``"native"``; decided when the layer is called, see ``resolve_grouped_conv``). See
             ``clone_with_grouped_conv``.
         **kwargs: base layer arguments (``name``, ``dtype``, ``trainable``).
 
