@@ -131,8 +131,6 @@ def network_rows(args):
                "seconds": seconds, "images_per_second": args.batch_size / seconds}
 
 
-
-
 def main(argv=None):
     args = parse_args(argv)
     results = []

@@ -253,8 +253,6 @@ def print_table(results, batch_sizes, modes):
         )
 
 
-
-
 def main(argv=None):
     args = parse_args(argv)
     import keras

@@ -143,13 +143,13 @@ def measure(name, precision, args):
         keras.config.set_dtype_policy("float32")
 
 
-def print_row(r, flush=False):
+def print_row(r):
     if "failed" in r:
         line = f"{r['model']:<18}{r['precision']:<16}{r['batch_size']:>6}  failed: {r['failed']}"
     else:
         line = (f"{r['model']:<18}{r['precision']:<16}{r['batch_size']:>6}{r['images_per_second']:>10.2f}"
                 f"{r['seconds_per_step']:>9.3f}{r['warmup_seconds']:>11.1f}")
-    print(line, flush=flush)
+    print(line, flush=True)
 
 
 def print_table(results):
@@ -158,8 +158,6 @@ def print_table(results):
     print("-" * len(header))
     for r in results:
         print_row(r)
-
-
 
 
 def main(argv=None):
@@ -176,7 +174,7 @@ def main(argv=None):
     for name in args.models:
         for precision in args.precision:
             results.append(measure(name, precision, args))
-            print_row(results[-1], flush=True)
+            print_row(results[-1])
             write_json(args.output, payload)
     print()
     print_table(results)
