@@ -88,13 +88,20 @@ def test_manifests_are_complete_and_honest():
         for key in ("file", "sha256", "url", "source", "conversion", "license", "input", "metrics"):
             assert key in manifest, (model, tag, key)
         assert manifest["file"].endswith(".weights.h5")
-        # Nothing is published by this project: no URL, no hash pretending otherwise.
-        assert manifest["url"] == "" and manifest["sha256"] == "" and not manifest["published"]
+        assert set(manifest["metrics"]) >= {"paper_reported", "measured_here"}
+        shipped = registry._shipped_file(manifest["file"])
+        if manifest["published"]:
+            # Published by this project: the file ships beside its manifest with its hash.
+            assert shipped is not None, (model, tag)
+            assert len(manifest["sha256"]) == 64 and registry._sha256(shipped) == manifest["sha256"]
+            continue
+        # Not published by this project: no URL, no file, no hash pretending otherwise.
+        assert shipped is None, (model, tag)
+        assert manifest["url"] == "" and manifest["sha256"] == ""
         assert manifest["conversion"]["command"].startswith("keras-fr convert ")
         assert f"--output {manifest['file']}" in manifest["conversion"]["command"]
         assert f"--arch {model}" in manifest["conversion"]["command"]
         assert manifest["input"]["size"] == [112, 112] and manifest["input"]["range"] == [-1.0, 1.0]
-        assert set(manifest["metrics"]) >= {"paper_reported", "measured_here"}
 
 
 def test_unknown_tag_lists_known_ones(env):
@@ -231,3 +238,71 @@ def test_weights_tag_loads_a_converted_file_end_to_end(env, server, monkeypatch,
         np.asarray(headless(images, training=False)), expected_map, atol=1e-4
     )
     assert srv.requests.count("/iresnet18_test.weights.h5") == 1
+
+
+@pytest.fixture
+def shipped(tmp_path, monkeypatch):
+    """A fake package folder holding one shipped preset file (bytes, sha256)."""
+    data = b"shipped weights bytes"
+    folder = tmp_path / "presets"
+    folder.mkdir()
+    (folder / FILE).write_bytes(data)
+    manifests = registry._manifests()
+    monkeypatch.setattr(
+        registry, "_shipped_file", lambda f: str(folder / f) if (folder / f).is_file() else None
+    )
+    return folder, data, manifests
+
+
+def _with_hash(monkeypatch, manifests, digest, default=False):
+    changed = dict(manifests)
+    manifest = dict(changed[PRESET])
+    manifest.update(sha256=digest, published=True, default=default)
+    changed[PRESET] = manifest
+    monkeypatch.setattr(registry, "_manifests", lambda: changed)
+
+
+def test_shipped_file_wins_and_is_hash_checked(env, shipped, monkeypatch, tmp_path):
+    folder, data, manifests = shipped
+    # A user file of the same name would come next; the shipped, verified one wins.
+    user = tmp_path / "user"
+    user.mkdir()
+    (user / FILE).write_bytes(b"other bytes")
+    monkeypatch.setenv("KERAS_FR_WEIGHTS_DIR", str(user))
+    _with_hash(monkeypatch, manifests, _sha(data))
+    assert registry.get_weights_file(*PRESET) == str(folder / FILE)
+    _with_hash(monkeypatch, manifests, _sha(b"something else"))
+    with pytest.raises(ValueError, match="shipped with keras_fr does not match the sha256"):
+        registry.get_weights_file(*PRESET)
+    _with_hash(monkeypatch, manifests, "")
+    with pytest.raises(ValueError, match="none published"):
+        registry.get_weights_file(*PRESET)
+
+
+def test_default_preset_is_an_available_file_or_none(env, shipped, monkeypatch):
+    folder, data, manifests = shipped
+    # Nothing on this machine for iresnet100: no default, so callers must ask for random weights.
+    assert registry.default_preset("iresnet100") is None
+    assert registry.default_preset("no_such_model") is None
+    _with_hash(monkeypatch, manifests, _sha(data))
+    assert registry.default_preset("iresnet50") == "ms1mv3_arcface"
+    rows = {(r["model"], r["tag"]): r for r in registry.list_weights()}
+    assert rows[PRESET]["available"] and rows[PRESET]["shipped"]
+    assert not rows[("iresnet50", "glint360k_cosface")]["shipped"]
+    (folder / FILE).unlink()
+    assert registry.default_preset("iresnet50") is None
+
+
+def test_default_preset_prefers_the_manifest_default(env, monkeypatch, tmp_path):
+    user = tmp_path / "user"
+    user.mkdir()
+    monkeypatch.setenv("KERAS_FR_WEIGHTS_DIR", str(user))
+    for tag in ("ms1mv3_arcface", "glint360k_cosface"):
+        (user / f"iresnet50_{tag}.weights.h5").write_bytes(b"x")
+    assert registry.default_preset("iresnet50") == "glint360k_cosface"  # first by tag
+    manifests = dict(registry._manifests())
+    manifest = dict(manifests[PRESET])
+    manifest["default"] = True
+    manifests[PRESET] = manifest
+    monkeypatch.setattr(registry, "_manifests", lambda: manifests)
+    assert registry.default_preset("iresnet50") == "ms1mv3_arcface"

@@ -11,6 +11,9 @@ PyTorch checkpoint, where one exists) or served by a mirror.
 
 ``get_weights_file(model_name, tag)`` resolves a preset in this order:
 
+0. The file shipped inside the package, beside its manifest (``weights/`` in the repository), for the
+   presets whose weights the project publishes itself. Always checked against the manifest's sha256
+   (a shipped file without a published hash is refused).
 1. ``$KERAS_FR_WEIGHTS_DIR/<file>``: a file the user supplies. It is the user's own, so it is trusted
    as is when the manifest has no sha256; when one is published, a mismatch is an error (the file is
    left untouched).
@@ -224,6 +227,16 @@ def get_weights_file(model_name, tag):
     published_hash = (manifest.get("sha256") or "").lower() or None
     tried = []
 
+    shipped = _shipped_file(file)
+    if shipped is not None:
+        if published_hash is None or _sha256(shipped) != published_hash:
+            raise ValueError(
+                f"the weights file {shipped} shipped with keras_fr does not match the sha256 in the "
+                f"manifest of preset {model_name} {tag!r} ({published_hash or 'none published'}); "
+                "the installation is damaged: reinstall keras_fr."
+            )
+        return shipped
+
     user_dir = os.environ.get(WEIGHTS_DIR_ENV)
     if user_dir:
         candidate = os.path.join(user_dir, file)
@@ -258,13 +271,51 @@ def get_weights_file(model_name, tag):
     raise ValueError(_unavailable_message(manifest, tried))
 
 
+def _shipped_file(file):
+    """The path of a weights file shipped in the package beside the manifests, or None."""
+    entry = importlib.resources.files("keras_fr.presets") / file
+    try:
+        path = os.fspath(entry)
+    except TypeError:  # a zipped install: not supported for shipped weights
+        return None
+    return path if os.path.isfile(path) else None
+
+
+def default_preset(model_name):
+    """The tag of the weights a model uses when the caller names none, or ``None``.
+
+    That is the best preset whose file is on this machine: shipped with the package, in
+    ``$KERAS_FR_WEIGHTS_DIR`` or in the Keras cache (nothing is downloaded). Among several, the one whose
+    manifest sets ``"default": true`` wins, then the first by tag. ``None`` means the model has no
+    real weights here: callers must then ask for random weights explicitly.
+
+    Args:
+        model_name: registry name, e.g. ``"dlib_resnet"``.
+
+    Returns:
+        A preset tag, or ``None``.
+
+    Example:
+
+    >>> default_preset("dlib_resnet")
+    'dlib_v1'
+    """
+    rows = [r for r in list_weights() if r["model"] == model_name and r["available"]]
+    if not rows:
+        return None
+    manifests = _manifests()
+    rows.sort(key=lambda r: (not manifests[(model_name, r["tag"])].get("default", False), r["tag"]))
+    return rows[0]["tag"]
+
+
 def list_weights():
     """All weights presets, with where they stand on this machine.
 
     Returns:
         A list of dicts (sorted by model, tag) with keys ``model``, ``tag``, ``file``,
-        ``available`` (a local file exists in ``$KERAS_FR_WEIGHTS_DIR`` or the Keras cache; it is
-        hash-checked when loaded, not here; nothing is downloaded), ``published`` (a public URL
+        ``available`` (a local file exists: shipped with the package, in ``$KERAS_FR_WEIGHTS_DIR`` or
+        the Keras cache; it is hash-checked when loaded, not here; nothing is downloaded),
+        ``shipped`` (the file comes with the package), ``published`` (a public URL
         exists) and ``license``.
 
     Example:
@@ -280,12 +331,14 @@ def list_weights():
         local = [os.path.join(cache_dir, file)]
         if user_dir:
             local.insert(0, os.path.join(user_dir, file))
+        shipped = _shipped_file(file) is not None
         rows.append(
             {
                 "model": model,
                 "tag": tag,
                 "file": file,
-                "available": any(os.path.isfile(p) for p in local),
+                "available": shipped or any(os.path.isfile(p) for p in local),
+                "shipped": shipped,
                 "published": bool(manifest.get("url")),
                 "license": manifest.get("license", {}).get("summary", ""),
             }
