@@ -1,0 +1,119 @@
+"""The one place that writes output files: atomically, with the user's umask, and never half-written.
+
+Every file keras_fr writes (embeddings, reports, exported models, galleries, converted weights) goes
+through :func:`atomic_path`: the content is written to a hidden temporary file in the target's folder,
+flushed to disk and moved over the target with ``os.replace`` only when complete. On any exception,
+Ctrl-C (SIGINT) or SIGTERM the temporary file is removed, and the target is left as it was. The final
+file gets the permissions a plain ``open(path, "w")`` would give (``0o666`` less the umask), not the
+``0o600`` of ``tempfile``.
+
+:func:`check_writable_output` checks an output path before any work starts, so a command never
+computes for minutes and then fails to write.
+"""
+
+import contextlib
+import errno
+import os
+import signal
+import tempfile
+import threading
+
+
+def _umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+class _TermAsInterrupt:
+    """While active (main thread only), SIGTERM raises KeyboardInterrupt so cleanup code runs."""
+
+    def __enter__(self):
+        self.previous = None
+        if threading.current_thread() is threading.main_thread():
+            try:
+                self.previous = signal.signal(signal.SIGTERM, self._raise)
+            except (ValueError, OSError):  # not settable here (embedded interpreter)
+                self.previous = None
+        return self
+
+    @staticmethod
+    def _raise(signum, frame):
+        raise KeyboardInterrupt(f"terminated by signal {signum}")
+
+    def __exit__(self, *exc):
+        if self.previous is not None:
+            signal.signal(signal.SIGTERM, self.previous)
+        return False
+
+
+@contextlib.contextmanager
+def atomic_path(path, suffix=None):
+    """Yield a temporary path to write; it becomes ``path`` only if the block completes.
+
+    Args:
+        path: the final file.
+        suffix: the temporary file's suffix (default: ``path``'s own extension, which some writers
+            need, e.g. ``.weights.h5`` or ``.npz``).
+
+    Raises:
+        OSError: the folder is missing or not writable, or the disk is full (with the path named).
+
+    Example:
+        >>> with atomic_path("report.json") as tmp:  # doctest: +SKIP
+        ...     open(tmp, "w").write("{}")
+    """
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    base = os.path.basename(path)
+    if suffix is None:
+        suffix = "".join(
+            part for part in (".weights.h5",) if base.endswith(part)
+        ) or os.path.splitext(base)[1]
+    with _TermAsInterrupt():
+        fd, tmp = tempfile.mkstemp(prefix=f".{base}.", suffix=f".tmp{suffix}", dir=folder)
+        os.close(fd)
+        try:
+            yield tmp
+            if os.path.exists(tmp):
+                with open(tmp, "rb+") as f:
+                    os.fsync(f.fileno())
+                os.chmod(tmp, 0o666 & ~_umask())
+                os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.remove(tmp)
+            raise
+
+
+def write_bytes(path, data):
+    """Write ``data`` to ``path`` atomically."""
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            f.write(data)
+
+
+def write_text(path, text, encoding="utf-8"):
+    """Write ``text`` to ``path`` atomically."""
+    write_bytes(path, text.encode(encoding))
+
+
+def check_writable_output(path, argument="--output"):
+    """Raise ``ValueError`` naming ``argument`` if ``path`` cannot be written (checked up front).
+
+    The folder must exist and accept a new file (tried for real, then removed); an existing ``path``
+    must be a file, not a folder.
+    """
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path):
+        raise ValueError(f"{argument} {path!r} is a folder; expected a file path.")
+    if not os.path.isdir(folder):
+        raise ValueError(f"{argument} {path!r}: folder {folder!r} does not exist.")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".keras_fr-write-check.", dir=folder)
+    except OSError as exc:
+        reason = "no space left on the device" if exc.errno == errno.ENOSPC else exc.strerror
+        raise ValueError(f"{argument} {path!r}: cannot write into {folder!r} ({reason}).") from None
+    os.close(fd)
+    os.remove(probe)
