@@ -23,11 +23,46 @@ MODELS = {
 }
 
 
+def _squash(name):
+    return str(name).replace("_", "").replace("-", "").lower()
+
+
+def canonical_name(name):
+    """The registry name of a model given by registry or builder name, in any case.
+
+    ``"MSConvResNet50"``, ``"msconv_resnet50"`` and ``"msconvresnet50"`` all name the same network.
+
+    Args:
+        name: a registry name (``"iresnet50"``) or a builder name (``"IResNet50"``).
+
+    Returns:
+        The registry name, a key of ``MODELS``.
+
+    Raises:
+        ValueError: for an unknown name; the message lists the known ones.
+
+    Example:
+        >>> canonical_name("MSConvResNet50")
+        'msconv_resnet50'
+    """
+    if name in MODELS:
+        return name
+    wanted = _squash(name)
+    for registry_name, (_, fn_name) in MODELS.items():
+        if wanted in (_squash(registry_name), _squash(fn_name)):
+            return registry_name
+    raise ValueError(
+        f"Unknown model {name!r}; known models: {', '.join(sorted(MODELS))} "
+        "(registry names; the builder names, e.g. IResNet50, are accepted too)."
+    )
+
+
 def get_builder(name):
     """Return the builder function (e.g. ``MSConvResNet50``) for a registry name.
 
     Args:
-        name: one of ``keras_fr.applications.MODELS`` (e.g. ``"iresnet50"``).
+        name: one of ``keras_fr.applications.MODELS`` (e.g. ``"iresnet50"``), or a builder name
+            (``"IResNet50"``); see `canonical_name`.
 
     Returns:
         The builder function; calling it builds the network.
@@ -39,10 +74,7 @@ def get_builder(name):
         >>> get_builder("iresnet50").__name__
         'IResNet50'
     """
-    if name not in MODELS:
-        raise ValueError(
-            f"Unknown model {name!r}; known models: {', '.join(sorted(MODELS))}."
-        )
+    name = canonical_name(name)
     module_name, fn_name = MODELS[name]
     return getattr(importlib.import_module(module_name), fn_name)
 
@@ -80,4 +112,4 @@ _PUBLIC.update(
 )
 
 __getattr__, __dir__ = lazy_namespace(__name__, _PUBLIC)
-__all__ = sorted(list(_PUBLIC) + ["MODELS", "get_builder", "get_model"])
+__all__ = sorted(list(_PUBLIC) + ["MODELS", "canonical_name", "get_builder", "get_model"])
