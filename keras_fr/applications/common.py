@@ -279,22 +279,169 @@ def load_model_weights(model, weights, model_name, build_full_model=None):
         raise ValueError(
             f"`weights` file must end in .weights.h5 or .keras; got {path!r}."
         )
+    check_weights_file(path)
     if build_full_model is None:
         if path.endswith(".keras"):
-            source = keras.saving.load_model(path, compile=False, safe_mode=True)
+            source = _load_keras_file(path)
             _transfer_by_layer_name(source, model)
         else:
-            model.load_weights(path)
+            _load_weights_h5(model, path, model_name)
         return model
-    source = (
-        keras.saving.load_model(path, compile=False, safe_mode=True)
-        if path.endswith(".keras")
-        else build_full_model()
-    )
-    if path.endswith(".weights.h5"):
-        source.load_weights(path)
+    if path.endswith(".keras"):
+        source = _load_keras_file(path)
+    else:
+        source = build_full_model()
+        _load_weights_h5(source, path, model_name)
     _transfer_by_layer_name(source, model)
     return model
+
+
+_HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
+_ZIP_MAGIC = b"PK\x03\x04"
+
+#: (number of arrays, number of values) in the ``.weights.h5`` file of each registry model at its
+#: default settings (``include_top=True``, 112x112, 512-d): how a file of another architecture is
+#: named without building every model. Models missing here are built (once per process) when needed;
+#: tests/robustness checks the table against the builders it can afford to build.
+WEIGHTS_FINGERPRINTS = {
+    "iresnet18": (156, 24040320),
+    "iresnet34": (276, 34165184),
+    "iresnet50": (396, 43628992),
+    "iresnet100": (771, 65225792),
+    "iresnet200": (1506, 118969984),
+    "lgaf_resnet50": (558, 58341616),
+    "lgaf_resnet100": (933, 79938416),
+    "msconv_resnet26": (412, 18624769),
+    "msconv_resnet50": (796, 31685057),
+    "msconv_resnet101": (1612, 57590473),
+}
+_BUILT_FINGERPRINTS = {}
+
+
+def check_weights_file(path):
+    """Refuse, in one clear sentence, a weights file that is empty or not of its declared format.
+
+    Reads the first bytes only: ``.weights.h5`` must be HDF5, ``.keras`` a zip archive.
+
+    Args:
+        path: a ``.weights.h5`` or ``.keras`` file.
+
+    Raises:
+        ValueError: naming the file: empty, or not an HDF5 file / zip archive.
+
+    Example:
+
+    >>> check_weights_file("random_bytes.weights.h5")  # doctest: +SKIP
+    Traceback (most recent call last):
+    ValueError: 'random_bytes.weights.h5' is not a readable Keras weights file (not an HDF5 file).
+    """
+    path = os.fspath(path)
+    if os.path.getsize(path) == 0:
+        raise ValueError(f"{path!r} is an empty file, not a Keras weights file.")
+    with open(path, "rb") as f:
+        head = f.read(8)
+    if path.endswith(".keras"):
+        if head[:4] != _ZIP_MAGIC:
+            raise ValueError(f"{path!r} is not a readable .keras model file (not a zip archive).")
+    elif head != _HDF5_MAGIC:
+        raise ValueError(f"{path!r} is not a readable Keras weights file (not an HDF5 file).")
+
+
+def _read_h5_shapes(path):
+    """Shapes of every array in a ``.weights.h5`` file (ValueError naming the file if unreadable)."""
+    import h5py
+
+    shapes = []
+    try:
+        with h5py.File(path, "r") as f:
+            f.visititems(lambda _, obj: shapes.append(tuple(obj.shape)) if isinstance(obj, h5py.Dataset) else None)
+    except (OSError, RuntimeError, KeyError, ValueError) as exc:
+        detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ValueError(
+            f"{path!r} is not a readable Keras weights file (truncated or corrupted HDF5: {detail})."
+        ) from None
+    return shapes
+
+
+def _fingerprint(shapes):
+    return len(shapes), int(sum(int(np.prod(s)) for s in shapes))
+
+
+def identify_weights(count, values):
+    """The registry models whose default weights file has ``count`` arrays holding ``values`` numbers.
+
+    Args:
+        count: number of arrays in the file.
+        values: total number of values in them.
+
+    Returns:
+        A sorted list of registry names (empty when nothing matches).
+    """
+    from keras_fr.applications import MODELS, get_model
+
+    found = [name for name, fp in WEIGHTS_FINGERPRINTS.items() if fp == (count, values)]
+    for name in MODELS:
+        if name in WEIGHTS_FINGERPRINTS or name in found:
+            continue
+        if name not in _BUILT_FINGERPRINTS:
+            try:
+                built = get_model(name, weights=None)
+            except Exception:  # noqa: BLE001 - a model that cannot be built here cannot match
+                _BUILT_FINGERPRINTS[name] = None
+                continue
+            _BUILT_FINGERPRINTS[name] = _fingerprint([tuple(w.shape) for w in built.weights])
+            del built
+        if _BUILT_FINGERPRINTS[name] == (count, values):
+            found.append(name)
+    return sorted(found)
+
+
+def _load_weights_h5(model, path, model_name):
+    """``model.load_weights(path)`` with the file's arrays checked first: a file of another
+    architecture is one ValueError naming what it holds, not a flood of Keras warnings."""
+    import warnings
+
+    file_shapes = _read_h5_shapes(path)
+    model_shapes = [tuple(w.shape) for w in model.weights]
+    if sorted(file_shapes) != sorted(model_shapes):
+        count, values = _fingerprint(file_shapes)
+        expected = _fingerprint(model_shapes)
+        matches = identify_weights(count, values)
+        holds = (
+            f"the weights of {' or '.join(matches)}"
+            if matches
+            else "weights of no keras_fr model at its default settings"
+        )
+        raise ValueError(
+            f"{path!r} holds {holds} ({count} arrays, {values:,} values), not of this "
+            f"{model_name or model.name} ({expected[0]} arrays, {expected[1]:,} values)."
+        )
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            model.load_weights(path)
+        except (ValueError, OSError, KeyError) as exc:
+            detail = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+            raise ValueError(
+                f"{path!r} could not be loaded into {model_name or model.name} ({detail})."
+            ) from None
+    if caught:
+        warnings.warn(
+            f"loading {path!r}: {len(caught)} warning(s), the first: {str(caught[0].message)[:200]}",
+            stacklevel=3,
+        )
+
+
+def _load_keras_file(path):
+    import zipfile
+
+    try:
+        return keras.saving.load_model(path, compile=False, safe_mode=True)
+    except (ValueError, OSError, KeyError, TypeError, zipfile.BadZipFile) as exc:
+        if isinstance(exc, zipfile.BadZipFile) or "zip" in str(exc).lower():
+            raise ValueError(f"{path!r} is not a readable .keras model file (corrupted zip archive).") from None
+        detail = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        raise ValueError(f"{path!r} could not be loaded as a .keras model ({detail}).") from None
 
 
 def _resolve_tag(model_name, tag):

@@ -164,16 +164,12 @@ def write_safetensors(path, tensors, metadata=None):
 
 
 def _atomic_write(path, chunks):
-    path = os.fspath(path)
-    tmp = f"{path}.tmp-{os.getpid()}"
-    try:
+    from keras_fr._atomic import atomic_path
+
+    with atomic_path(path) as tmp:
         with open(tmp, "wb") as f:
             for chunk in chunks:
                 f.write(chunk)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def _torch_load(path):
@@ -188,6 +184,12 @@ def _torch_load(path):
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         first = str(exc).strip().splitlines()
+        if not any("unsupported global" in line.lower() for line in first):
+            # a damaged stream ("Unsupported operand", "invalid load key"), not a refused object
+            detail = next((line.strip() for line in first if "unsupported" in line.lower()
+                           or "load key" in line.lower()), "unreadable pickle stream")
+            detail = f"damaged pickle stream: {detail[:120]}"
+            raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({detail}).") from None
         detail = next((line for line in first if "unsupported global" in line.lower()), "")
         raise CheckpointError(
             f"{path}: refused to load: the checkpoint's pickle asks to build objects other than "
@@ -195,8 +197,9 @@ def _torch_load(path):
             "Save the weights with torch.save(model.state_dict(), ...) or as .safetensors. "
             + (f"({detail.strip()})" if detail else "")
         ) from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile) as exc:
-        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({exc}).") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError) as exc:
+        detail = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({detail}).") from None
 
 
 def _to_numpy(value):
@@ -290,6 +293,32 @@ def _strip_prefixes(state, info):
     return state
 
 
+_ZIP_MAGIC = b"PK\x03\x04"
+_EMPTY_ZIP_MAGIC = b"PK\x05\x06"
+_NPY_MAGIC = b"\x93NUMPY"
+
+
+def _check_magic(path, ext):
+    """Name what a file is not, from its first bytes, before any parser (or pickle) sees it.
+
+    A PyTorch checkpoint is a zip archive (``torch.save`` since 1.6) or a pickle stream (the legacy
+    format, starting with the PROTO opcode ``0x80``); an ``.npz`` is a zip archive (or a single
+    ``.npy``). Anything else is refused here, so random bytes are never reported as a pickle.
+    """
+    with open(path, "rb") as f:
+        head = f.read(8)
+    if not head:
+        raise CheckpointError(f"{path}: empty file, not a checkpoint.")
+    if ext == ".npz":
+        if not (head.startswith((_ZIP_MAGIC, _EMPTY_ZIP_MAGIC)) or head.startswith(_NPY_MAGIC)):
+            raise CheckpointError(f"{path}: not a .npz archive (not a zip file).")
+    elif ext in (".pt", ".pth", ".bin", ".ckpt"):
+        if not (head.startswith(_ZIP_MAGIC) or head[:1] == b"\x80"):
+            raise CheckpointError(
+                f"{path}: not a PyTorch checkpoint (neither a zip archive nor a pickle stream)."
+            )
+
+
 def read_checkpoint(path):
     """Read a checkpoint file into a flat state dict of NumPy arrays.
 
@@ -320,6 +349,7 @@ def read_checkpoint(path):
             f"{path}: unsupported checkpoint extension {ext!r}; expected one of "
             f"{', '.join(SUPPORTED_EXTENSIONS)}."
         )
+    _check_magic(path, ext)
     if ext == ".safetensors":
         info = CheckpointInfo(path, "safetensors")
         raw, info.metadata = read_safetensors(path)
@@ -329,6 +359,8 @@ def read_checkpoint(path):
             with np.load(path, allow_pickle=False) as archive:
                 raw = {name: archive[name] for name in archive.files}
         except ValueError as exc:
+            if "pickle" not in str(exc).lower():
+                raise CheckpointError(f"{path}: not a readable .npz archive ({exc}).") from None
             raise CheckpointError(
                 f"{path}: refused to read: the .npz holds pickled objects ({exc})."
             ) from None
