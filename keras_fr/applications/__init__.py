@@ -20,6 +20,7 @@ MODELS = {
     "iresnet200": ("keras_fr.applications.iresnet", "IResNet200"),
     "lgaf_resnet50": ("keras_fr.applications.lgaf_resnet", "LGAFResNet50"),
     "lgaf_resnet100": ("keras_fr.applications.lgaf_resnet", "LGAFResNet100"),
+    "dlib_resnet": ("keras_fr.applications.dlib_resnet", "DlibResNet"),
 }
 
 
