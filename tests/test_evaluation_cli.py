@@ -40,7 +40,7 @@ def bin_path(tmp_path):
 
 def test_eval_writes_report_and_roc(tmp_path, tiny, bin_path, capsys):
     out, roc = tmp_path / "report.json", tmp_path / "roc.png"
-    code = main(["eval", "--model", "iresnet18", "--pairs", str(bin_path), "--output", str(out), "--roc", str(roc)])
+    code = main(["eval", "--model", "iresnet18", "--random-weights", "--pairs", str(bin_path), "--output", str(out), "--roc", str(roc)])
     assert code == 0
     report = json.loads(out.read_text())
     expected = evaluate_pairs(tiny, bin_path, verbose=0)
@@ -51,11 +51,12 @@ def test_eval_writes_report_and_roc(tmp_path, tiny, bin_path, capsys):
     assert roc.read_bytes()[:4] == b"\x89PNG"
     printed = capsys.readouterr()
     assert "tiny: accuracy 100.00%" in printed.out
-    assert "random initialization" in printed.err
+    assert "--random-weights" in printed.err and report["weights"] == "random"
+    assert "threshold cosine" in printed.out  # thresholds printed as cosine similarities, as verify does
 
 
 def test_eval_json_and_no_flip(tmp_path, tiny, bin_path, capsys):
-    code = main(["eval", "--model", "iresnet18", "--pairs", str(bin_path), "--json", "--no-flip", "--nfolds", "5"])
+    code = main(["eval", "--model", "iresnet18", "--random-weights", "--pairs", str(bin_path), "--json", "--no-flip", "--nfolds", "5"])
     assert code == 0
     report = json.loads(capsys.readouterr().out)
     assert report["flip"] is False
@@ -72,12 +73,12 @@ def test_eval_json_and_no_flip(tmp_path, tiny, bin_path, capsys):
         (["--pairs", "BIN", "--batch-size", "0"], "--batch-size must be a positive integer"),
         (["--ijb-meta", "BIN"], "needs all of --ijb-images"),
         (["--gallery", "BIN"], "needs both --gallery and --probe"),
-        (["--pairs", "BIN", "--output", "/nonexistent/dir/r.json"], "output folder does not exist"),
+        (["--pairs", "BIN", "--output", "/nonexistent/dir/r.json"], "does not exist"),
     ],
 )
 def test_eval_errors_are_one_line(tiny, bin_path, capsys, argv, message):
     argv = [str(bin_path) if a == "BIN" else a for a in argv]
-    code = main(["eval", "--model", "iresnet18", *argv])
+    code = main(["eval", "--model", "iresnet18", "--random-weights", *argv])
     assert code == 2
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1 and err.startswith("keras-fr eval: error:")
@@ -86,7 +87,7 @@ def test_eval_errors_are_one_line(tiny, bin_path, capsys, argv, message):
 def test_eval_reports_a_corrupt_bin(tmp_path, tiny, capsys):
     bad = tmp_path / "bad.bin"
     bad.write_bytes(b"\x80\x04garbage")
-    assert main(["eval", "--model", "iresnet18", "--pairs", str(bad)]) == 2
+    assert main(["eval", "--model", "iresnet18", "--random-weights", "--pairs", str(bad)]) == 2
     err = capsys.readouterr().err
     assert "bad.bin" in err and "Traceback" not in err
 
@@ -106,7 +107,7 @@ def test_eval_ijb_and_identification(tmp_path, tiny, capsys):
     (tmp_path / "gallery.txt").write_text("crops/a.png A\ncrops/c.png C\n")
     (tmp_path / "probe.txt").write_text("crops/b.png A\ncrops/d.png C\n")
     out = tmp_path / "r.json"
-    argv = ["eval", "--model", "iresnet18", "--ijb-images", str(tmp_path / "crops"), "--ijb-meta", str(tmp_path / "meta.txt"),
+    argv = ["eval", "--model", "iresnet18", "--random-weights", "--ijb-images", str(tmp_path / "crops"), "--ijb-meta", str(tmp_path / "meta.txt"),
             "--ijb-pairs", str(tmp_path / "pairs.txt"), "--ijb-scores", str(tmp_path / "scores.txt"),
             "--gallery", str(tmp_path / "gallery.txt"), "--probe", str(tmp_path / "probe.txt"), "--ranks", "1,2",
             "--output", str(out)]

@@ -40,14 +40,14 @@ def _error_line(capsys):
         (["--format", "tflite", "--output", "m.tflite", "--quantize", "int8", "--calibration", "nope"],
          "--calibration not found"),
         (["--format", "tflite", "--output", "m.tflite", "--calibration", "."], "only used with"),
-        (["--format", "tflite", "--output", "missing/m.tflite"], "folder does not exist"),
+        (["--format", "tflite", "--output", "missing/m.tflite"], "does not exist"),
     ],
 )
 def test_bad_arguments_one_line_errors(tmp_path, monkeypatch, capsys, extra, message):
     monkeypatch.chdir(tmp_path)
     built = []
     monkeypatch.setattr(export_cli, "build_model", lambda *a, **k: built.append(a))
-    code = main(["export", "--model", "iresnet18", *extra])
+    code = main(["export", "--model", "iresnet18", "--random-weights", *extra])
     assert code == 2
     line = _error_line(capsys)
     assert line.startswith("keras-fr export: error:") and message in line
@@ -55,13 +55,17 @@ def test_bad_arguments_one_line_errors(tmp_path, monkeypatch, capsys, extra, mes
     assert_no_leftovers(tmp_path)
 
 
-def test_unknown_model_and_format_rejected_by_parser(tmp_path, capsys):
-    for argv in (["export", "--model", "nope", "--format", "onnx", "--output", "m.onnx"],
-                 ["export", "--model", "iresnet18", "--format", "pb", "--output", "m.pb"]):
-        with pytest.raises(SystemExit) as info:
-            main(argv)
-        assert info.value.code == 2
-        assert "invalid choice" in capsys.readouterr().err
+def test_unknown_model_and_format_rejected(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    # --model accepts registry and builder names, so an unknown one is a one-line error naming it
+    assert main(["export", "--model", "nope", "--random-weights", "--format", "onnx", "--output", "m.onnx"]) == 2
+    line = _error_line(capsys)
+    assert "--model" in line and "'nope'" in line
+    with pytest.raises(SystemExit) as info:
+        main(["export", "--model", "iresnet18", "--format", "pb", "--output", "m.pb"])
+    assert info.value.code == 2
+    assert "invalid choice" in capsys.readouterr().err
+    assert_no_leftovers(tmp_path)
 
 
 @pytest.fixture
@@ -73,7 +77,7 @@ def tiny(monkeypatch):
 
 def test_export_onnx_channels_first_json(tmp_path, capsys, tiny):
     out = tmp_path / "m.onnx"
-    code = main(["export", "--model", "msconv_resnet26", "--format", "onnx", "--output", str(out),
+    code = main(["export", "--model", "msconv_resnet26", "--random-weights", "--format", "onnx", "--output", str(out),
                  "--channels-first", "--opset", "15", "--json"])
     assert code == 0
     report = json.loads(capsys.readouterr().out)
@@ -86,7 +90,7 @@ def test_export_onnx_channels_first_json(tmp_path, capsys, tiny):
 
 def test_export_tflite_float16_text_output(tmp_path, capsys, tiny):
     out = tmp_path / "m.tflite"
-    assert main(["export", "--model", "msconv_resnet26", "--format", "tflite", "--output", str(out),
+    assert main(["export", "--model", "msconv_resnet26", "--random-weights", "--format", "tflite", "--output", str(out),
                  "--quantize", "float16"]) == 0
     text = capsys.readouterr().out
     assert "verified on" in text and "min cosine" in text and "CONV_2D" in text
@@ -106,7 +110,7 @@ def test_export_tflite_int8_with_calibration_folder_json(tmp_path, capfd, tiny):
     for i, img in enumerate(face_pixels(24, 16, seed=9)):
         Image.fromarray(img).save(calib / f"{i:02d}.png")
     out = tmp_path / "m8.tflite"
-    assert main(["export", "--model", "msconv_resnet26", "--format", "tflite", "--output", str(out),
+    assert main(["export", "--model", "msconv_resnet26", "--random-weights", "--format", "tflite", "--output", str(out),
                  "--quantize", "int8", "--calibration", str(calib), "--num-calibration", "16",
                  "--json"]) == 0
     # File descriptor 1 holds only the JSON: the converter's C++ log lines go to stderr.
@@ -122,7 +126,7 @@ def test_failing_verification_is_a_one_line_error(tmp_path, capsys, tiny, monkey
 
     monkeypatch.setattr(_onnx, "run_onnx", lambda p, x, **k: -np.ones((len(x), 32), np.float32))
     out = tmp_path / "m.onnx"
-    assert main(["export", "--model", "msconv_resnet26", "--format", "onnx", "--output", str(out)]) == 2
+    assert main(["export", "--model", "msconv_resnet26", "--random-weights", "--format", "onnx", "--output", str(out)]) == 2
     line = _error_line(capsys)
     assert "does not reproduce" in line and "not kept" in line
     assert_no_leftovers(tmp_path)
@@ -141,6 +145,7 @@ def test_real_model_with_weights_file_end_to_end(tmp_path, capsys):
                  "--output", str(out), "--channels-first", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["input_shape"] == [None, 3, 112, 112] and report["output_shape"] == [None, 512]
+    assert report["weights"] == str(weights) and report["model"] == "iresnet18"
     x = faces(4, 112, seed=8)
     rel, cos = parity(keras_out(model, x), run_onnx_file(out, np.transpose(x, (0, 3, 1, 2))))
     assert rel <= 1e-4 and cos >= 0.99999

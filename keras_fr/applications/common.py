@@ -483,3 +483,49 @@ Args:
 Returns:
     A `keras.Model` instance.
 """
+
+
+def check_input_range(x, preprocessed, name="images"):
+    """Refuse images outside the range the next step expects (a cheap NumPy check of min and max).
+
+    The raw Keras models trust their input: ``model(x)`` / ``model.predict(x)`` never check it (a
+    check inside the graph would change every exported file and slow inference). keras_fr's
+    high-level paths (``keras-fr`` commands, ``evaluation.extract_embeddings``, ``cli.embed``'s
+    helpers) call this before the model sees a batch, so 0-255 pixels fed where [-1, 1] is
+    expected (a forgotten ``preprocess_input``), or an already preprocessed batch preprocessed again,
+    is an error instead of silently wrong embeddings.
+
+    Args:
+        x: a NumPy array of images (any shape).
+        preprocessed: ``True`` if ``x`` should already be in [-1, 1] (the model's input), ``False``
+            if it should be RGB pixels in [0, 255].
+        name: how the message names ``x``.
+
+    Raises:
+        ValueError: non-numeric or non-finite values, or values outside the expected range.
+
+    Example:
+
+    >>> check_input_range(np.full((1, 112, 112, 3), 200, np.uint8), preprocessed=True)
+    Traceback (most recent call last):
+    ValueError: images hold values in [200, 200], not in [-1, 1]: pass RGB pixels through keras_fr.applications.preprocess_input first.
+    """
+    x = np.asarray(x)
+    if x.size == 0:
+        return
+    if not (np.issubdtype(x.dtype, np.integer) or np.issubdtype(x.dtype, np.floating)
+            or x.dtype == np.bool_):
+        raise ValueError(f"{name} must be a numeric array; got dtype {x.dtype}.")
+    low, high = float(np.min(x)), float(np.max(x))
+    if not (np.isfinite(low) and np.isfinite(high)):
+        raise ValueError(f"{name} hold NaN or infinite values.")
+    if preprocessed:
+        if low < -1.001 or high > 1.001:
+            raise ValueError(
+                f"{name} hold values in [{low:g}, {high:g}], not in [-1, 1]: pass RGB pixels through "
+                "keras_fr.applications.preprocess_input first."
+            )
+    elif low < 0 or high > 255:
+        hint = (" (they look already preprocessed to [-1, 1]; pass the original pixels)"
+                if low >= -1.001 and high <= 1.001 else "")
+        raise ValueError(f"{name} hold values in [{low:g}, {high:g}], not RGB pixels in [0, 255]{hint}.")

@@ -1,6 +1,7 @@
 """Options and helpers shared by the ``keras-fr`` sub-commands."""
 
 import json
+import os
 import sys
 
 # CLI model names are the registry names of `keras_fr.applications.MODELS`.
@@ -11,20 +12,116 @@ class CLIError(Exception):
     """A user error: printed as one line, exit code 2, no traceback."""
 
 
+#: The ``--model`` of commands that embed faces when none is given (``None``: ``--model`` is required).
+#: One line to change when a model with real shipped weights becomes the default (e.g. "dlib_resnet").
+DEFAULT_MODEL = None
+
+RANDOM = "random"
+
+
+def model_name(value):
+    """An argparse ``type`` for ``--model``: registry or builder name -> registry name.
+
+    Example:
+
+    >>> model_name("MSConvResNet50")
+    'msconv_resnet50'
+    """
+    from keras_fr.applications import canonical_name
+
+    try:
+        return canonical_name(value)
+    except ValueError:
+        raise CLIError(
+            f"--model: unknown model {value!r}; choose one of {', '.join(sorted(MODELS))} "
+            "(builder names such as IResNet50 are accepted too)"
+        ) from None
+
+
 def add_model_args(parser, required=True, default=None):
+    """``--model``, and ``--weights`` / ``--random-weights`` (mutually exclusive).
+
+    ``--model`` takes registry names (``msconv_resnet50``) or builder names (``MSConvResNet50``). With
+    ``default=None`` and ``required=True`` it is required unless :data:`DEFAULT_MODEL` is set. See
+    :func:`resolve_weights` for what is loaded when neither weights option is given.
+    """
+    default = DEFAULT_MODEL if default is None else default
     parser.add_argument(
         "--model",
         required=required and default is None,
         default=default,
-        choices=sorted(MODELS),
-        help="network architecture",
+        type=str,
+        metavar="NAME",
+        help=f"network: {', '.join(sorted(MODELS))} (builder names such as MSConvResNet50 accepted)"
+        + (f"; default {default}" if default else ""),
     )
-    parser.add_argument(
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument(
         "--weights",
         default=None,
-        help="preset tag (see `keras-fr info`) or path of a .weights.h5 / .keras file; "
-        "random initialization if omitted",
+        metavar="TAG|FILE",
+        help="preset tag (see `keras-fr info`) or a .weights.h5 / .keras file; default: the model's "
+        "best preset whose file is on this machine",
     )
+    group.add_argument(
+        "--random-weights",
+        action="store_true",
+        help="use random initialization on purpose (timing, smoke tests); results mean nothing",
+    )
+
+
+def resolve_weights(model, weights=None, random_weights=False):
+    """Decide which weights a command uses; never random unless asked.
+
+    Order: ``weights`` (a preset tag or a file, as given) > ``random_weights`` > the model's best
+    preset whose file is on this machine (``keras_fr.applications.weights.default_preset``).
+
+    Args:
+        model: registry name.
+        weights: the ``--weights`` value or ``None``.
+        random_weights: the ``--random-weights`` flag.
+
+    Returns:
+        ``(weights_arg, label)``: what to pass as the builder's ``weights`` (``None`` for random) and
+        what to report (the tag or file, or ``"random"``).
+
+    Raises:
+        CLIError: both options given, a ``--weights`` file that does not exist, or no real weights
+            on this machine and no explicit choice.
+
+    Example:
+
+    >>> resolve_weights("iresnet18", random_weights=True)
+    (None, 'random')
+    """
+    if weights is not None and random_weights:
+        raise CLIError("--weights and --random-weights exclude each other")
+    if weights is not None:
+        looks_like_file = os.sep in weights or weights.endswith((".h5", ".keras")) or os.path.exists(weights)
+        if looks_like_file and not os.path.isfile(weights):
+            raise CLIError(f"--weights file not found: {weights!r}")
+        return weights, weights
+    if random_weights:
+        return None, RANDOM
+    from keras_fr.applications.weights import default_preset
+
+    tag = default_preset(model)
+    if tag is None:
+        raise CLIError(
+            f"model {model} has no real weights on this machine; pass --weights FILE|TAG or "
+            "--random-weights"
+        )
+    return tag, tag
+
+
+def check_output(path, option="--output"):
+    """Check up front (before any model is built) that ``path`` can be written; ``CLIError`` if not."""
+    from keras_fr._atomic import check_writable_output
+
+    try:
+        check_writable_output(path, option)
+    except ValueError as exc:
+        raise CLIError(str(exc)) from None
 
 
 def add_batch_size_arg(parser, default=32):
@@ -40,11 +137,27 @@ def add_json_arg(parser):
 
 
 def build_model(name, weights=None, **kwargs):
-    """Build a model by its registry name and load ``weights`` (a preset tag or a
-    ``.weights.h5`` / ``.keras`` file) into it; an unknown name is a ``CLIError``."""
-    if name not in MODELS:
-        raise CLIError(f"unknown model {name!r}; choose one of {', '.join(sorted(MODELS))}")
+    """Build a model by registry or builder name and load ``weights`` (a preset tag or a
+    ``.weights.h5`` / ``.keras`` file; ``None`` is random initialization: resolve it first with
+    :func:`resolve_weights`); an unknown name is a ``CLIError``."""
+    name = model_name(name)
     return get_builder(name)(weights=weights, **kwargs)
+
+
+def model_from_args(args, build=None, **kwargs):
+    """Resolve ``args.model`` / ``args.weights`` / ``args.random_weights`` and build the model.
+
+    Args:
+        args: parsed options from :func:`add_model_args`.
+        build: the builder to call as ``build(name, weights, **kwargs)`` (default :func:`build_model`).
+        **kwargs: passed to the builder.
+
+    Returns:
+        ``(model, weights_label)``; the label is the tag, the file or ``"random"``, for the output.
+    """
+    args.model = model_name(args.model)
+    weights, label = resolve_weights(args.model, args.weights, getattr(args, "random_weights", False))
+    return (build or build_model)(args.model, weights, **kwargs), label
 
 
 def print_json(obj, stream=None):

@@ -13,7 +13,7 @@ Outputs are written atomically (a temporary file in the same folder, then ``os.r
 import argparse
 import os
 
-from keras_fr.cli._common import MODELS, CLIError
+from keras_fr.cli._common import MODELS, CLIError, check_output
 
 EXAMPLES = """examples:
   keras-fr convert backbone.pth --output iresnet100.weights.h5 --verify
@@ -54,11 +54,6 @@ def register(subparsers):
     parser.set_defaults(func=run)
 
 
-def _tmp_path(path, suffix):
-    directory = os.path.dirname(os.path.abspath(path))
-    return os.path.join(directory, f".{os.path.basename(path)}.tmp-{os.getpid()}{suffix}")
-
-
 def _verify(model, state, model_name, fusion, samples):
     import numpy as np
 
@@ -92,6 +87,7 @@ def _to_keras(args):
 
     if not args.output.endswith(".weights.h5"):
         raise CLIError(f"--output must end in .weights.h5; got {args.output!r}")
+    check_output(args.output)
     model, report = convert_checkpoint(
         args.checkpoint, arch=args.arch, include_top=not args.no_top, fusion=args.fusion,
         return_report=True,
@@ -104,13 +100,10 @@ def _to_keras(args):
         state, _ = read_checkpoint(args.checkpoint)
         if not _verify(model, state, model.name, args.fusion, args.samples):
             raise CLIError(f"verification failed; {args.output} was not written")
-    tmp = _tmp_path(args.output, ".weights.h5")
-    try:
-        model.save_weights(tmp)
-        os.replace(tmp, args.output)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    from keras_fr._atomic import atomic_path
+
+    with atomic_path(args.output) as tmp:
+        model.save_weights(tmp, overwrite=True)
     print(f"wrote {args.output}")
 
 
@@ -124,6 +117,7 @@ def _to_torch(args):
         raise FileNotFoundError(f"Keras weights file not found: {args.checkpoint!r}")
     if not args.output.endswith((".pt", ".pth", ".safetensors", ".npz")):
         raise CLIError(f"--output must end in .pt, .pth, .safetensors or .npz; got {args.output!r}")
+    check_output(args.output)
     if args.checkpoint.endswith(".keras"):
         model = keras.saving.load_model(args.checkpoint, compile=False, safe_mode=True)
     elif args.checkpoint.endswith(".weights.h5"):

@@ -18,18 +18,19 @@ run never leaves a half-written file.
 import argparse
 import os
 import sys
-import tempfile
 import time
 
 import numpy as np
 
 from keras_fr.cli._common import (
+    RANDOM,
     CLIError,
     add_batch_size_arg,
     add_json_arg,
     add_model_args,
     add_output_arg,
-    build_model,
+    check_output,
+    model_from_args,
     print_json,
 )
 
@@ -50,7 +51,8 @@ corner) or text lines "photo.jpg x1 y1 x2 y2 x3 y3 x4 y4 x5 y5"; see keras_fr.pr
 
 
 class Progress:
-    """A minimal progress bar on stderr: redrawn in place on a terminal, a few lines otherwise.
+    """A minimal progress bar on stderr, redrawn in place; shown only when the stream is a terminal
+    (redirected logs get no progress lines and no control characters).
 
     Args:
         total: number of items.
@@ -62,8 +64,8 @@ class Progress:
 
     >>> import io
     >>> bar = Progress(4, "embedding", stream=io.StringIO())
-    >>> bar.update(4); bar.stream.getvalue().splitlines()[-1].startswith("embedding 4/4")
-    True
+    >>> bar.update(4); bar.stream.getvalue()  # not a terminal: nothing
+    ''
     """
 
     def __init__(self, total, label="", enabled=True, stream=None):
@@ -92,12 +94,6 @@ class Progress:
             if self.done == self.total:
                 self.stream.write("\n")
             self.stream.flush()
-        else:
-            step = int(fraction * 4)  # quarter marks in logs
-            if step != self._last_line:
-                self._last_line = step
-                self.stream.write(f"{self.label} {self.done}/{self.total} ({rate:.1f}/s)\n")
-                self.stream.flush()
 
 
 def l2_normalize(x, epsilon=1e-12):
@@ -139,11 +135,12 @@ def embed_images(model, images, batch_size=32, progress_label=None):
     >>> embed_images(IResNet18(), faces).shape  # doctest: +SKIP
     (2, 512)
     """
-    from keras_fr.applications.common import preprocess_input
+    from keras_fr.applications.common import check_input_range, preprocess_input
 
     images = np.asarray(images)
     if images.ndim != 4 or images.shape[-1] != 3:
         raise ValueError(f"`images` must have shape (N, H, W, 3); got {images.shape}.")
+    check_input_range(images, preprocessed=False, name="`images`")
     progress = Progress(len(images), progress_label or "", enabled=progress_label is not None)
     outputs = []
     for start in range(0, len(images), batch_size):
@@ -234,11 +231,11 @@ def load_faces(paths, landmarks_file=None, image_size=112, marks=None):
     return np.stack(faces, axis=0)
 
 
-def embed_files(model, paths, landmarks_file=None, batch_size=32, image_size=112):
+def embed_files(model, paths, landmarks_file=None, batch_size=32, image_size=112, skipped=None):
     """Load, align (with landmarks) and embed image files a batch at a time, with a progress bar.
 
     Only one batch of images is in memory at a time, so a large folder needs little memory. The
-    progress bar (stderr) appears when there are more than two batches.
+    progress bar (stderr, on a terminal only) appears when there are more than two batches.
 
     Args:
         model: the embedding model.
@@ -246,9 +243,11 @@ def embed_files(model, paths, landmarks_file=None, batch_size=32, image_size=112
         landmarks_file: optional landmarks file for photos (see `load_faces`).
         batch_size: images per forward pass.
         image_size: the model's input size.
+        skipped: `None` (default: the first unreadable image is an error), or a list: unreadable
+            images and crops of the wrong size are then left out and `(path, reason)` appended to it.
 
     Returns:
-        float32 array `(len(paths), D)` of unit-norm embeddings.
+        float32 array `(len(paths), D)` of unit-norm embeddings (without the skipped images' rows).
 
     Example:
 
@@ -263,21 +262,26 @@ def embed_files(model, paths, landmarks_file=None, batch_size=32, image_size=112
     outputs = []
     for start in range(0, len(paths), batch_size):
         chunk = paths[start : start + batch_size]
-        faces = load_faces(chunk, landmarks_file, image_size, marks=marks)
-        outputs.append(embed_images(model, faces, batch_size))
+        if skipped is None:
+            faces = load_faces(chunk, landmarks_file, image_size, marks=marks)
+        else:
+            good = []
+            for path in chunk:
+                try:
+                    good.append(load_faces([path], landmarks_file, image_size, marks=marks)[0])
+                except (CLIError, ValueError, OSError) as exc:
+                    skipped.append((path, str(exc).splitlines()[0] if str(exc) else type(exc).__name__))
+            faces = np.stack(good, axis=0) if good else None
+        if faces is not None:
+            outputs.append(embed_images(model, faces, batch_size))
         progress.update(len(chunk))
+    if not outputs:
+        raise CLIError(f"none of the {len(paths)} images could be read (all skipped).")
     return np.concatenate(outputs, axis=0)
 
 
 def atomic_write(path, write):
-    """Write a file atomically: `write(temp_path)`, then rename the temporary file onto `path`.
-
-    The temporary file lives in the destination folder (so the rename is atomic) and is removed if
-    `write` fails: an interrupted run never leaves a half-written `path`.
-
-    Args:
-        path: the destination file.
-        write: a callable taking the temporary path and writing the content there.
+    """Write a file atomically: `write(temp_path)`, then rename it onto `path` (see `keras_fr._atomic`).
 
     Raises:
         CLIError: if the destination folder does not exist.
@@ -286,20 +290,13 @@ def atomic_write(path, write):
 
     >>> atomic_write("emb.npy", lambda temp: np.save(temp, np.zeros(3)))  # doctest: +SKIP
     """
-    path = os.path.abspath(path)
-    folder = os.path.dirname(path)
+    from keras_fr._atomic import atomic_path
+
+    folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder):
         raise CLIError(f"output folder does not exist: {folder!r}.")
-    suffix = ".npz" if path.endswith(".npz") else os.path.splitext(path)[1]
-    handle, temp = tempfile.mkstemp(prefix=".keras-fr-", suffix=suffix, dir=folder)
-    os.close(handle)
-    try:
+    with atomic_path(path) as temp:
         write(temp)
-        os.replace(temp, path)
-    except BaseException:
-        if os.path.exists(temp):
-            os.remove(temp)
-        raise
 
 
 def save_embeddings(path, embeddings, paths):
@@ -337,7 +334,7 @@ def save_embeddings(path, embeddings, paths):
         atomic_write(path, lambda temp: np.save(temp, embeddings))
 
         def write_list(temp):
-            with open(temp, "w", encoding="utf-8") as handle:
+            with open(temp, "w", encoding="utf-8", errors="surrogateescape") as handle:
                 handle.write("".join(p + "\n" for p in paths))
 
         atomic_write(list_path, write_list)
@@ -360,6 +357,11 @@ def register(subparsers):
         "--landmarks", default=None, metavar="FILE",
         help="five landmarks per photo (JSON or text, see below); photos are aligned first",
     )
+    parser.add_argument(
+        "--skip-bad", action="store_true",
+        help="leave out unreadable images (and crops of the wrong size) and count them, instead of "
+        "stopping at the first one",
+    )
     add_batch_size_arg(parser)
     add_output_arg(parser, required=True, help="output file: .npz (embeddings + paths) or .npy (+ .txt list)")
     add_json_arg(parser)
@@ -373,27 +375,36 @@ def run(args):
         raise CLIError(f"--output must end in .npz or .npy; got {args.output!r}.")
     if args.batch_size < 1:
         raise CLIError(f"--batch-size must be at least 1; got {args.batch_size}.")
-    out_dir = os.path.dirname(os.path.abspath(args.output))
-    if not os.path.isdir(out_dir):
-        raise CLIError(f"output folder does not exist: {out_dir!r}.")
+    check_output(args.output)
+    if args.output.endswith(".npy"):
+        check_output(args.output[: -len(".npy")] + ".txt", "--output's .txt list")
     paths = preprocessing.list_images(args.images)
-    model = build_model(args.model, args.weights)
+    model, weights_label = model_from_args(args)
     size = model_image_size(model)
-    embeddings = embed_files(model, paths, args.landmarks, args.batch_size, size)
-    written = save_embeddings(args.output, embeddings, paths)
+    skipped = [] if args.skip_bad else None
+    embeddings = embed_files(model, paths, args.landmarks, args.batch_size, size, skipped=skipped)
+    bad = {path for path, _ in skipped or []}
+    kept = [p for p in paths if p not in bad]
+    written = save_embeddings(args.output, embeddings, kept)
     summary = {
         "model": args.model,
-        "weights": args.weights or "random initialization",
-        "images": len(paths),
+        "weights": weights_label,
+        "images": len(kept),
         "embedding_size": int(embeddings.shape[1]),
         "output": written,
     }
+    if skipped is not None:
+        summary["skipped"] = [{"path": p, "reason": r} for p, r in skipped]
     if args.json:
         print_json(summary)
     else:
-        note = "" if args.weights else " (random weights: --weights not given)"
+        note = " (RANDOM weights, --random-weights: the embeddings mean nothing)" if (
+            weights_label == RANDOM) else f" (weights {weights_label})"
         print(
-            f"embedded {len(paths)} images with {args.model}{note}: "
+            f"embedded {len(kept)} images with {args.model}{note}: "
             f"{embeddings.shape[1]}-d, L2-normalized -> {', '.join(written)}"
         )
+        if skipped:
+            print(f"skipped {len(skipped)} unreadable image(s) of {len(paths)}, the first: "
+                  f"{skipped[0][0]!r} ({skipped[0][1]})", file=sys.stderr)
     return 0

@@ -10,12 +10,15 @@ import os
 import sys
 
 from keras_fr.cli._common import (
+    RANDOM,
     CLIError,
     add_batch_size_arg,
     add_json_arg,
     add_model_args,
     add_output_arg,
     build_model,
+    check_output,
+    model_from_args,
     print_json,
 )
 
@@ -29,6 +32,8 @@ EXAMPLES = """examples:
 
 protocol: flip test-time augmentation (unless --no-flip), squared Euclidean distance of L2-normalized
 embeddings, thresholds 0..4 step 0.01, 10 contiguous folds, threshold chosen on the other 9 folds.
+Printed thresholds are cosine similarities ("same" when cosine > t), as in `keras-fr verify`; the
+squared distance d of the protocol is 2 - 2 * cosine (the JSON report keeps both).
 """
 
 
@@ -111,9 +116,9 @@ def _check_args(args):
     for path in [*args.pairs, *[p for p in ijb if p], args.ijb_scores, args.gallery, args.probe]:
         if path and not os.path.exists(path):
             raise CLIError(f"file not found: {path}")
-    for out in (args.output, args.roc):
-        if out and not os.path.isdir(os.path.dirname(os.path.abspath(out))):
-            raise CLIError(f"output folder does not exist: {os.path.dirname(os.path.abspath(out))}")
+    for out, option in ((args.output, "--output"), (args.roc, "--roc")):
+        if out:
+            check_output(out, option)  # before any embedding is computed
     return ranks
 
 
@@ -126,14 +131,14 @@ def run(args):
     for path in args.pairs:
         sets[_set_name(path, sets)] = evaluation.read_pairs(path)
     quiet = args.json
-    if args.weights is None:
-        print("note: no --weights given: random initialization, the numbers mean nothing", file=sys.stderr)
-    model = build_model(args.model, args.weights)
+    model, weights_label = model_from_args(args, build=build_model)
+    if weights_label == RANDOM:
+        print("note: --random-weights: the numbers below mean nothing", file=sys.stderr)
     flip = not args.no_flip
-    verbose = 0 if quiet else 1
+    verbose = 1 if (not quiet and sys.stderr.isatty()) else 0  # progress bars on a terminal only
     report = {
         "model": args.model,
-        "weights": args.weights,
+        "weights": weights_label,
         "flip": flip,
         "protocol": "insightface 10-fold: squared L2 distance of unit embeddings, thresholds "
         "np.arange(0, 4, 0.01), contiguous folds, best threshold on the other folds",

@@ -2,11 +2,14 @@
 
 import os
 
+from keras_fr.cli._common import RANDOM
 from keras_fr.cli._common import CLIError
 from keras_fr.cli._common import add_json_arg
 from keras_fr.cli._common import add_model_args
 from keras_fr.cli._common import add_output_arg
 from keras_fr.cli._common import build_model
+from keras_fr.cli._common import check_output
+from keras_fr.cli._common import model_from_args
 from keras_fr.cli._common import print_json
 
 FORMATS = {"tflite": ".tflite", "onnx": ".onnx"}
@@ -95,9 +98,7 @@ def check_args(args):
     suffix = FORMATS[args.format]
     if not args.output.endswith(suffix):
         raise CLIError(f"--output must end with {suffix} for --format {args.format}; got {args.output!r}")
-    folder = os.path.dirname(os.path.abspath(args.output))
-    if not os.path.isdir(folder):
-        raise CLIError(f"--output folder does not exist: {folder!r}")
+    check_output(args.output)
     if args.format == "onnx":
         if args.quantize:
             raise CLIError("--quantize applies to --format tflite only")
@@ -124,7 +125,7 @@ def run(args):
     check_args(args)
     from keras_fr import export
 
-    model = build_model(args.model, args.weights)
+    model, weights_label = model_from_args(args, build=build_model)
     try:
         if args.format == "tflite":
             report = export.to_tflite(
@@ -146,7 +147,7 @@ def run(args):
     except (export.ExportVerificationError, RuntimeError) as exc:
         raise CLIError(str(exc).splitlines()[0]) from exc
     if args.json:
-        print_json(report.to_dict())
+        print_json(dict(report.to_dict(), model=args.model, weights=weights_label))
         return 0
     size_mb = report.size_bytes / 2**20
     line = (
@@ -155,6 +156,10 @@ def run(args):
         + f", {size_mb:.1f} MiB, input {list(report.input_shape)})"
     )
     print(line)
+    if weights_label == RANDOM:
+        print("weights: RANDOM (--random-weights): the file computes nothing meaningful")
+    else:
+        print(f"weights: {weights_label}")
     if report.verified:
         print(
             f"verified on {report.num_samples} images: max |diff| {report.max_abs_diff:.3g} "

@@ -161,9 +161,9 @@ def save_state_dict(state_dict, path, metadata=None):
         raise ValueError(
             f"state dict output must end in .pt, .pth, .safetensors or .npz; got {path!r}."
         )
-    directory = os.path.dirname(os.path.abspath(path))
-    tmp = os.path.join(directory, f".{os.path.basename(path)}.tmp-{os.getpid()}{ext}")
-    try:
+    from keras_fr._atomic import atomic_path
+
+    with atomic_path(path, suffix=ext) as tmp:
         if ext == ".npz":
             np.savez(tmp, **{k: np.asarray(v) for k, v in state_dict.items()})
         else:
@@ -174,10 +174,6 @@ def save_state_dict(state_dict, path, metadata=None):
                     "writing a .pt/.pth state dict needs torch; write .safetensors or .npz instead."
                 ) from None
             torch.save({k: torch.from_numpy(np.array(v)) for k, v in state_dict.items()}, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
     return path
 
 

@@ -19,10 +19,10 @@ The format, as facts (dmlc-core ``recordio`` + mxnet ``recordio.py`` + insightfa
 """
 
 import collections
+import contextlib
 import numbers
 import os
 import struct
-import tempfile
 
 import numpy as np
 import tensorflow as tf
@@ -404,8 +404,10 @@ def write_recordio(directory, images, labels, image_format="png", prefix="train"
         "idx": os.path.join(directory, prefix + ".idx"),
         "property": os.path.join(directory, "property"),
     }
-    temps = {k: tempfile.mkstemp(dir=directory, prefix=f".{k}.")[1] for k in targets}
-    try:
+    from keras_fr._atomic import atomic_path
+
+    with contextlib.ExitStack() as stack:  # all three are renamed into place only if all were written
+        temps = {k: stack.enter_context(atomic_path(target, suffix="")) for k, target in targets.items()}
         offset = 0
         with open(temps["rec"], "wb") as rec, open(temps["idx"], "w") as idx:
             for key in sorted(records):
@@ -415,10 +417,4 @@ def write_recordio(directory, images, labels, image_format="png", prefix="train"
                 offset += len(blob)
         with open(temps["property"], "w") as f:
             f.write(f"{num_classes},{int(image_size[0])},{int(image_size[1])}")
-        for k, target in targets.items():
-            os.replace(temps[k], target)
-    finally:
-        for temp in temps.values():
-            if os.path.exists(temp):
-                os.remove(temp)
     return targets["rec"]

@@ -16,7 +16,6 @@ decoders, which accept only those data arguments. Every other global is refused 
 import io
 import os
 import pickle
-import tempfile
 
 import numpy as np
 
@@ -276,14 +275,9 @@ def write_bin(path, images, issame, image_format="JPEG"):
         )
     bins = [_encode(image, image_format) for image in images]
     path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".bin")
-    try:
-        with os.fdopen(fd, "wb") as f:
+    from keras_fr._atomic import atomic_path
+
+    with atomic_path(path, suffix=".bin") as tmp:
+        with open(tmp, "wb") as f:
             pickle.dump((bins, issame_list), f, protocol=pickle.HIGHEST_PROTOCOL)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
     return path

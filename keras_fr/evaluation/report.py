@@ -2,11 +2,11 @@
 
 import json
 import os
-import tempfile
 import time
 
 import numpy as np
 
+from keras_fr._atomic import atomic_path, write_text
 from keras_fr.evaluation.embeddings import extract_embeddings
 from keras_fr.evaluation.pairs import read_pairs
 from keras_fr.evaluation.verification import verify_pairs
@@ -84,7 +84,7 @@ def plot_roc(curves, path, title="ROC", log_far=True):
 
     if hasattr(curves, "roc_fpr"):
         curves = {"verification": (curves.roc_fpr, curves.roc_tpr)}
-    path, folder = _atomic_target(path)
+    path, _ = _atomic_target(path)
     fig, ax = plt.subplots(figsize=(5, 4), dpi=100)
     try:
         for label, (fpr, tpr) in curves.items():
@@ -103,15 +103,8 @@ def plot_roc(curves, path, title="ROC", log_far=True):
         ax.set_title(title)
         ax.legend(loc="lower right")
         fig.tight_layout()
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".png")
-        os.close(fd)
-        try:
+        with atomic_path(path, suffix=".png") as tmp:
             fig.savefig(tmp, format="png")
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.remove(tmp)
-            raise
     finally:
         plt.close(fig)
     return path
@@ -149,15 +142,7 @@ def write_report(path, report):
     Example:
         >>> write_report("report.json", {"lfw": result})  # doctest: +SKIP
     """
-    path, folder = _atomic_target(path)
+    path, _ = _atomic_target(path)
     text = json.dumps(_jsonable(report), indent=2, sort_keys=True, allow_nan=False)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".json")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text + "\n")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    write_text(path, text + "\n")
     return path

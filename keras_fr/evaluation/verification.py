@@ -343,6 +343,7 @@ class VerificationResult:
             "accuracy": self.accuracy,
             "accuracy_std": self.accuracy_std,
             "threshold": self.threshold,
+            "threshold_cosine": 1.0 - self.threshold / 2.0,
             "val": self.val,
             "val_std": self.val_std,
             "far": self.far,
@@ -368,10 +369,16 @@ class VerificationResult:
         return out
 
     def summary(self):
-        """One line: accuracy +- std, VAL@FAR, AUC."""
+        """One line: accuracy +- std, the threshold as a cosine similarity, VAL@FAR, AUC.
+
+        The threshold is printed in the one convention of every ``keras-fr`` output: cosine
+        similarity of the L2-normalized embeddings ("same" when cosine > t; ``self.threshold`` is
+        the protocol's squared distance d = 2 - 2 * cosine).
+        """
         return (
             f"accuracy {self.accuracy * 100:.2f}% +- {self.accuracy_std * 100:.2f} "
-            f"({self.nfolds} folds, {self.n_pairs} pairs, threshold {self.threshold:.2f}); "
+            f"({self.nfolds} folds, {self.n_pairs} pairs, threshold cosine "
+            f"{1.0 - self.threshold / 2.0:.3f}); "
             f"VAL {self.val * 100:.2f}% +- {self.val_std * 100:.2f} @ FAR {self.far:.5f}; AUC {self.auc:.4f}"
         )
 

@@ -2,14 +2,15 @@
 
 Every export follows one recipe: convert into a temporary file in the destination folder, run that file
 on a batch of face-like inputs, compare with the Keras model, and only then move it into place with
-``os.replace``. A file that fails the comparison is deleted and the error carries the measured numbers.
+``os.replace`` (``keras_fr._atomic.atomic_path``: the temporary file is removed on any error, SIGINT or
+SIGTERM, and the result gets the umask's permissions). A file that fails the comparison is deleted and
+the error carries the measured numbers.
 """
 
 import contextlib
 import dataclasses
 import os
 import sys
-import tempfile
 
 import numpy as np
 
@@ -130,6 +131,9 @@ def check_path(path, suffix, fn_name):
         raise FileNotFoundError(f"{fn_name}: the folder of `path` does not exist: {folder!r}.")
     if os.path.isdir(path):
         raise ValueError(f"{fn_name}: `path` is a folder, expected a file: {path!r}.")
+    from keras_fr._atomic import check_writable_output
+
+    check_writable_output(path, f"{fn_name}: `path`")  # before any conversion work
     return path
 
 
@@ -160,15 +164,6 @@ def stdout_to_stderr():
         sys.stdout.flush()
         os.dup2(saved, fd)
         os.close(saved)
-
-
-def temp_path_beside(path):
-    """A fresh temporary file name in ``path``'s folder with the same suffix (so os.replace is atomic)."""
-    folder, base = os.path.split(path)
-    suffix = os.path.splitext(base)[1]
-    fd, tmp = tempfile.mkstemp(prefix=f".{base}.", suffix=f".tmp{suffix}", dir=folder)
-    os.close(fd)
-    return tmp
 
 
 def remove_quietly(path):

@@ -7,6 +7,7 @@ import os
 
 import numpy as np
 
+from keras_fr._atomic import atomic_path
 from keras_fr.export import _common
 from keras_fr.export import _prepare
 
@@ -194,9 +195,8 @@ def to_onnx(
         x_check = _common.verification_inputs(model, verification_data, num_verification_samples)
     output_name = "embedding" if len(model.outputs[0].shape) == 2 else "output"
 
-    tmp = _common.temp_path_beside(path)
     failures = []
-    try:
+    with atomic_path(path) as tmp:  # removed on any error, SIGINT or SIGTERM; renamed when verified
         for formulation in candidates:
             source = _prepare.formulation_source(model, formulation, has_grouped, can_split)
             serving = _prepare.serving_model(source, channels_first=bool(channels_first))
@@ -249,7 +249,4 @@ def to_onnx(
                     f"inputs: {problems}. The file was not kept.",
                     report,
                 )
-        os.replace(tmp, path)
-        return report
-    finally:
-        _common.remove_quietly(tmp)
+    return report

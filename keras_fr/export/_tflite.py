@@ -4,6 +4,7 @@ import os
 
 import numpy as np
 
+from keras_fr._atomic import atomic_path
 from keras_fr.export import _common
 from keras_fr.export import _prepare
 
@@ -292,9 +293,8 @@ def to_tflite(
     has_grouped, can_split = _prepare.grouped_conv_info(model)
 
     candidates = _prepare.formulations(grouped_conv, has_grouped, can_split, fn)
-    tmp = _common.temp_path_beside(path)
     failures = []
-    try:
+    with atomic_path(path) as tmp:  # removed on any error, SIGINT or SIGTERM; renamed when verified
         for formulation in candidates:
             source = _prepare.formulation_source(model, formulation, has_grouped, can_split)
             if quantize == "int8":
@@ -334,10 +334,7 @@ def to_tflite(
         )
         if verify:
             _verify(report, model, tmp, x_check, quantize)
-        os.replace(tmp, path)
-        return report
-    finally:
-        _common.remove_quietly(tmp)
+    return report
 
 
 def _details(quantize, representative):
