@@ -563,3 +563,225 @@ def list_images(paths):
     if not files:
         raise ValueError("no images given.")
     return files
+
+
+# ------------------------------------------------------------------------------------------------
+# dlib face chips (the input of keras_fr.applications.DlibResNet)
+# ------------------------------------------------------------------------------------------------
+
+#: dlib's mean face shape for the 68-point landmarks 17..67 (eyebrows, nose, eyes, mouth), in units
+#: of the face box: (x, y) with (0, 0) the top-left and (1, 1) the bottom-right of the face. dlib
+#: places a shape's points on these positions to cut its face chips (``get_face_chip_details``).
+DLIB_MEAN_FACE_17_67 = np.array(
+    [
+        [0.000213256, 0.106454], [0.0752622, 0.038915], [0.18113, 0.0187482],
+        [0.29077, 0.0344891], [0.393397, 0.0773906], [0.586856, 0.0773906],
+        [0.689483, 0.0344891], [0.799124, 0.0187482], [0.904991, 0.038915],
+        [0.98004, 0.106454], [0.490127, 0.203352], [0.490127, 0.307009],
+        [0.490127, 0.409805], [0.490127, 0.515625], [0.36688, 0.587326],
+        [0.426036, 0.609345], [0.490127, 0.628106], [0.554217, 0.609345],
+        [0.613373, 0.587326], [0.121737, 0.216423], [0.187122, 0.178758],
+        [0.265825, 0.179852], [0.334606, 0.231733], [0.260918, 0.245099],
+        [0.182743, 0.244077], [0.645647, 0.231733], [0.714428, 0.179852],
+        [0.793132, 0.178758], [0.858516, 0.216423], [0.79751, 0.244077],
+        [0.719335, 0.245099], [0.254149, 0.780233], [0.340985, 0.745405],
+        [0.428858, 0.727388], [0.490127, 0.742578], [0.551395, 0.727388],
+        [0.639268, 0.745405], [0.726104, 0.780233], [0.642159, 0.864805],
+        [0.556721, 0.902192], [0.490127, 0.909281], [0.423532, 0.902192],
+        [0.338094, 0.864805], [0.290379, 0.784792], [0.428096, 0.778746],
+        [0.490127, 0.785343], [0.552157, 0.778746], [0.689874, 0.784792],
+        [0.553364, 0.824182], [0.490127, 0.831803], [0.42689, 0.824182],
+    ],
+    dtype=np.float64,
+)
+#: The 68-point indices dlib fits its chips with: nose, eyes and upper mouth (27..54, 60..64); the
+#: jaw (0..16), the eyebrows (17..26) and the lower lip (55..59, 65..67) are left out.
+DLIB_CHIP_POINTS = np.array(list(range(27, 55)) + list(range(60, 65)))
+#: The ArcFace 5 points (align_face's order) in terms of the 68-point shape: groups averaged.
+_ARCFACE_FROM_68 = (tuple(range(36, 42)), tuple(range(42, 48)), (30,), (48,), (54,))
+
+
+def _dlib_mean_face(indices):
+    return DLIB_MEAN_FACE_17_67[np.asarray(indices) - 17]
+
+
+def dlib_template_5(size=150, padding=0.25):
+    """Where a dlib face chip puts the ArcFace 5 points (dlib's mean face, averaged per group).
+
+    Args:
+        size: the chip's side in pixels.
+        padding: dlib's padding around the face (a fraction of the face size on each side).
+
+    Returns:
+        A float64 (5, 2) array: left eye centre (mean of points 36-41), right eye centre (42-47),
+        nose tip (30), mouth corners (48, 54), in chip pixels.
+
+    Example:
+        >>> dlib_template_5().round(1)[0]
+        array([48.8, 49.8])
+    """
+    unit = np.stack([_dlib_mean_face(group).mean(axis=0) for group in _ARCFACE_FROM_68])
+    return (padding + unit) / (2 * padding + 1) * size
+
+
+def _dlib_pyramid_down(image):
+    """One level of dlib's ``pyramid_down<2>`` on an RGB uint8 image: a separable [1 4 6 4 1]
+    filter and decimation by 2 in integers, truncating (output pixel (c, r) centred on input
+    (2c + 2, 2r + 2))."""
+    x = image.astype(np.uint32)
+    cols = (x.shape[1] - 3) // 2
+    rows = (x.shape[0] - 3) // 2
+    weights = (1, 4, 6, 4, 1)
+    horizontal = sum(w * x[:, k:k + 2 * cols:2] for k, w in enumerate(weights))
+    vertical = sum(w * horizontal[k:k + 2 * rows:2] for k, w in enumerate(weights))
+    return (vertical // 256).astype(np.uint8)
+
+
+def _dlib_rect_down(rect):
+    # dlib's pyramid_down<2> maps a point p of the bigger image to p / 2 - (1.25, 0.75).
+    left, top, right, bottom = rect
+    return (left / 2 - 1.25, top / 2 - 0.75, right / 2 - 1.25, bottom / 2 - 0.75)
+
+
+def _drect_area(rect):
+    left, top, right, bottom = rect
+    if top > bottom or left > right:
+        return 0.0
+    return (right - left + 1) * (bottom - top + 1)
+
+
+def _rotate(center, point, angle):
+    dx, dy = point[0] - center[0], point[1] - center[1]
+    c, s = np.cos(angle), np.sin(angle)
+    return np.array([center[0] + c * dx - s * dy, center[1] + s * dx + c * dy])
+
+
+def _rotated_corners(rect, angle):
+    left, top, right, bottom = rect
+    center = ((left + right) / 2, (top + bottom) / 2)
+    return [_rotate(center, p, angle) for p in ((left, top), (right, top), (left, bottom), (right, bottom))]
+
+
+def _sample_bilinear_truncated(image, xs, ys):
+    """dlib's bilinear sampling of an RGB uint8 image: double arithmetic, truncation to uint8, and
+    black where any of the four neighbours is outside the image."""
+    height, width = image.shape[:2]
+    left = np.floor(xs).astype(np.int64)
+    top = np.floor(ys).astype(np.int64)
+    inside = (left >= 0) & (top >= 0) & (left + 1 < width) & (top + 1 < height)
+    lc, tc = np.clip(left, 0, width - 2), np.clip(top, 0, height - 2)
+    fx = (xs - left)[..., None]
+    fy = (ys - top)[..., None]
+    pixels = image.astype(np.float64)
+    tl, tr = pixels[tc, lc], pixels[tc, lc + 1]
+    bl, br = pixels[tc + 1, lc], pixels[tc + 1, lc + 1]
+    value = (1 - fy) * ((1 - fx) * tl + fx * tr) + fy * ((1 - fx) * bl + fx * br)
+    out = np.clip(value, 0, 255).astype(np.uint8)  # truncation, as dlib's static_cast
+    out[~inside] = 0
+    return out
+
+
+def dlib_face_chip(image, landmarks, size=150, padding=0.25):
+    """Cut a dlib face chip: the input of `keras_fr.applications.DlibResNet` (dlib's geometry).
+
+    Reproduces dlib's ``get_face_chip_details`` + ``extract_image_chip`` (``dlib.get_face_chip``):
+
+    - with a (68, 2) dlib 68-point shape, the similarity transform (least squares, Umeyama) that
+      maps dlib's mean face (points 27-54 and 60-64, scaled into a chip of ``size`` pixels with
+      ``padding``) onto the shape; exactly the points and template dlib uses;
+    - with a (5, 2) array of ArcFace 5 points (left eye centre, right eye centre, nose tip, left and
+      right mouth corners: the order of :func:`align_face`), the similarity that maps
+      :func:`dlib_template_5` (where dlib's own template puts those five points) onto them, so a
+      detector that gives ArcFace points still produces a dlib-style chip (close to, not equal to,
+      the 68-point chip).
+
+    From the transform, as dlib does, only the rotation angle, the scale and the chip's centre are
+    kept: chip pixel (0, 0) maps to the rotated top-left corner of a ``size * scale - 1`` square
+    around the centre, pixel (size - 1, size - 1) to its bottom-right corner. Pixels are bilinear
+    in double precision, truncated to uint8, black where a neighbour is outside the image. When the
+    chip is more than 2x smaller than its footprint, dlib samples from a Gaussian pyramid
+    (``pyramid_down<2>``) of the surrounding crop; that is reproduced too.
+
+    Args:
+        image: RGB uint8 array (H, W, 3).
+        landmarks: (68, 2) dlib shape or (5, 2) ArcFace points, pixel (x, y), integer coordinates
+            at pixel centres.
+        size: the chip's side in pixels (150 for DlibResNet).
+        padding: extra margin around the face, as a fraction of the face size (0.25 for DlibResNet).
+
+    Returns:
+        A uint8 array (size, size, 3).
+
+    Raises:
+        ValueError: for a bad ``image``, ``landmarks`` that are neither (68, 2) nor (5, 2) finite
+            points, degenerate landmarks, a non-positive ``size`` or a negative ``padding``.
+
+    Example:
+
+    >>> chip = dlib_face_chip(photo, shape68)  # doctest: +SKIP
+    >>> chip.shape  # doctest: +SKIP
+    (150, 150, 3)
+    """
+    image = np.asarray(image)
+    if image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(
+            f"`image` must be an RGB array of shape (height, width, 3); got shape {image.shape}."
+        )
+    if image.dtype != np.uint8:
+        raise ValueError(f"`image` must be uint8 RGB (as dlib reads it); got dtype {image.dtype}.")
+    if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 2:
+        raise ValueError(f"`size` must be an integer of at least 2; got {size!r}.")
+    if isinstance(padding, bool) or not isinstance(padding, (int, float)) or not padding >= 0:
+        raise ValueError(f"`padding` must be a number >= 0; got {padding!r}.")
+    points = _check_points(landmarks, "landmarks")
+    if points.shape == (68, 2):
+        unit = _dlib_mean_face(DLIB_CHIP_POINTS)
+        template = (padding + unit) / (2 * padding + 1) * size
+        points = points[DLIB_CHIP_POINTS]
+    elif points.shape == (5, 2):
+        template = dlib_template_5(size, padding)
+    else:
+        raise ValueError(
+            "`landmarks` must be a dlib 68-point shape (68, 2) or the ArcFace 5 points (5, 2); "
+            f"got shape {points.shape}."
+        )
+    if (points.max(axis=0) - points.min(axis=0)).max() < 1e-6:
+        raise ValueError("`landmarks` are all the same point; cannot cut a face chip.")
+    chip_to_image = estimate_similarity_transform(template, points)
+    direction = chip_to_image[:, 0]  # the chip's x axis in the image
+    angle = float(np.arctan2(direction[1], direction[0]))
+    scale = float(np.hypot(direction[0], direction[1]))
+    center = chip_to_image[:, :2] @ np.array([size / 2.0, size / 2.0]) + chip_to_image[:, 2]
+    half = (size * scale - 1) / 2.0
+    rect = (center[0] - half, center[1] - half, center[0] + half, center[1] + half)
+
+    # dlib's pyramid: how many halvings until the footprint is at most the chip's area.
+    depth, grow = 0, 2.0
+    down = _dlib_rect_down(rect)
+    while _drect_area(down) > size * size:
+        down = _dlib_rect_down(down)
+        depth += 1
+        grow = grow * 2 + 2
+    corners = np.array(_rotated_corners(rect, angle))
+    height, width = image.shape[:2]
+    box = (max(corners[:, 0].min() - grow, 0), max(corners[:, 1].min() - grow, 0),
+           min(corners[:, 0].max() + grow, width - 1), min(corners[:, 1].max() + grow, height - 1))
+    # dlib rounds the crop to whole pixels (lround: halves away from zero).
+    left, top, right, bottom = (int(np.floor(abs(v) + 0.5) * np.sign(v)) for v in box)
+    if right < left or bottom < top:
+        return np.zeros((size, size, 3), np.uint8)
+    source = image[top:bottom + 1, left:right + 1]
+    rect = (rect[0] - left, rect[1] - top, rect[2] - left, rect[3] - top)
+    for _ in range(depth):
+        if source.shape[0] <= 8 or source.shape[1] <= 8:
+            return np.zeros((size, size, 3), np.uint8)
+        source = _dlib_pyramid_down(source)
+        rect = _dlib_rect_down(rect)
+    # The affine map from chip pixels to the (rotated) rectangle's corners.
+    tl, tr, bl, _ = _rotated_corners(rect, angle)
+    step_x = (tr - tl) / (size - 1)
+    step_y = (bl - tl) / (size - 1)
+    v, u = np.mgrid[0:size, 0:size].astype(np.float64)
+    xs = tl[0] + u * step_x[0] + v * step_y[0]
+    ys = tl[1] + u * step_x[1] + v * step_y[1]
+    return _sample_bilinear_truncated(source, xs, ys)
