@@ -107,7 +107,9 @@ def extract_embeddings(
 
     Raises:
         ValueError: on an empty or malformed ``images``, a bad ``batch_size`` or a model that does not
-            output (N, D); FileNotFoundError / ValueError naming a file that is missing or undecodable.
+            output (N, D); FileNotFoundError / ValueError naming a file that is missing or undecodable;
+            values outside [0, 255] (or, with ``preprocess=False``, outside [-1, 1]: 0-255 pixels
+            that were not preprocessed), see ``keras_fr.applications.common.check_input_range``.
 
     Example:
         >>> model = keras_fr.applications.IResNet50()  # doctest: +SKIP
@@ -117,7 +119,7 @@ def extract_embeddings(
     """
     import keras
 
-    from keras_fr.applications.common import preprocess_input
+    from keras_fr.applications.common import check_input_range, preprocess_input
 
     if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
         raise ValueError(f"`batch_size` must be a positive integer; got {batch_size!r}.")
@@ -135,6 +137,8 @@ def extract_embeddings(
         b = x.shape[0]
         if flip:
             x = np.concatenate([x, x[:, :, ::-1, :]], axis=0)
+        # the raw model trusts its input: check the range here (min/max of the batch, cheap)
+        check_input_range(x, preprocessed=not preprocess, name=f"`images` (batch at {start})")
         x = preprocess_input(x) if preprocess else np.asarray(x, dtype=np.float32)
         out = _embed_batch(model, x)
         if out.shape[0] != x.shape[0]:
