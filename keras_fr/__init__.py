@@ -37,8 +37,11 @@ _SERIALIZABLES = (
     "keras_fr.training",
     "keras_fr.data.augment",
 )
-for _module in _SERIALIZABLES:
-    importlib.import_module(_module)
+from keras_fr import _quiet  # noqa: E402 - the `keras-fr` command hides TensorFlow's start-up banner
+
+with _quiet.startup():
+    for _module in _SERIALIZABLES:
+        importlib.import_module(_module)
 del _module
 
 

@@ -44,6 +44,11 @@ def build_parser():
     from keras_fr import __version__
 
     parser.add_argument("--version", action="version", version=f"keras_fr {__version__}")
+    parser.add_argument(
+        "--verbose", action="store_true",
+        help="show TensorFlow's start-up and converter logs and library warnings (hidden by default; "
+        "accepted anywhere on the command line)",
+    )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in SUBCOMMANDS:
         try:
@@ -73,21 +78,47 @@ def main(argv=None):
         help text is printed then).
     """
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    argv = list(sys.argv[1:] if argv is None else argv)
+    verbose = "--verbose" in argv  # accepted anywhere on the line, before or after the sub-command
+    argv = [arg for arg in argv if arg != "--verbose"]
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    if not verbose:
+        from keras_fr import _quiet
+
+        _quiet.quiet_runtime()
     try:
         result = args.func(args)
     except CLIError as exc:
-        print(f"keras-fr {args.command}: error: {exc}", file=sys.stderr)
+        print(f"keras-fr {args.command}: error: {_one_line(exc)}", file=sys.stderr)
         return 2
     except (ValueError, FileNotFoundError, KeyError) as exc:
-        message = exc.args[0] if exc.args else str(exc)
-        print(f"keras-fr {args.command}: error: {message}", file=sys.stderr)
+        print(f"keras-fr {args.command}: error: {_one_line(exc)}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # full disk, permissions, I/O errors: the file and the reason, one line
+        print(f"keras-fr {args.command}: error: {_os_error(exc)}", file=sys.stderr)
         return 2
     return 0 if result is None else int(result)
+
+
+def _one_line(exc):
+    """The first line of an exception's message (a user error is printed on one line)."""
+    message = exc.args[0] if exc.args and isinstance(exc.args[0], str) else str(exc)
+    lines = [line for line in str(message).splitlines() if line.strip()]
+    return lines[0].strip() if lines else type(exc).__name__
+
+
+def _os_error(exc):
+    import errno
+
+    if exc.errno == errno.ENOSPC:
+        reason = "no space left on the device (nothing was written)"
+    else:
+        reason = exc.strerror or _one_line(exc)
+    return f"{reason}: {exc.filename!r}" if exc.filename else reason
 
 
 if __name__ == "__main__":  # pragma: no cover
