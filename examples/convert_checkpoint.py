@@ -75,7 +75,9 @@ def run(argv, workdir):
 
     # 1. Convert: the family, depth and embedding size come from the checkpoint's keys.
     model, report = convert_checkpoint(checkpoint, arch=arch, return_report=True)
-    print(f"converted to {model.name}: {model.count_params():,} parameters")
+    from keras_fr.applications import count_parameters
+
+    print(f"converted to {model.name}: {count_parameters(model):,} parameters (PyTorch-comparable count)")
     print(report.summary() if hasattr(report, "summary") else report)
 
     # 2. Save Keras weights and load them the keras.applications way.

@@ -20,7 +20,7 @@ import numpy as np
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-from keras_fr.applications import preprocess_input  # noqa: E402
+from keras_fr.applications import count_parameters, preprocess_input  # noqa: E402
 from keras_fr.cli._common import MODELS, build_model  # noqa: E402
 
 
@@ -61,7 +61,8 @@ def main(argv=None):
 
     kwargs = {} if args.image_size == 112 else {"input_shape": (args.image_size, args.image_size, 3)}
     model = build_model(args.model, args.weights, **kwargs)
-    print(f"{model.name}: {model.count_params():,} parameters, weights: {args.weights or 'RANDOM'}")
+    print(f"{model.name}: {count_parameters(model):,} parameters (PyTorch-comparable count), "
+          f"weights: {args.weights or 'RANDOM'}")
     faces, _ = synthetic_faces(args.batch, 1, image_size=args.image_size, seed=4)
     x = np.asarray(preprocess_input(faces), dtype=np.float32)
     reference = np.asarray(model(x, training=False))

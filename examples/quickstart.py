@@ -22,7 +22,7 @@ import numpy as np
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import keras_fr  # noqa: E402
-from keras_fr.applications import preprocess_input  # noqa: E402
+from keras_fr.applications import count_parameters, preprocess_input  # noqa: E402
 from keras_fr.preprocessing import find_landmarks, load_face, read_landmarks  # noqa: E402
 
 SHARED = pathlib.Path(__file__).resolve().parents[1].parent / "shared" / "data" / "celeba299" / "images"
@@ -69,7 +69,8 @@ def main(argv=None):
     builder = keras_fr.applications.get_builder(args.model)
     shape = None if args.image_size == 112 else (args.image_size, args.image_size, 3)
     model = builder(weights=args.weights, input_shape=shape)
-    print(f"{model.name}: {model.count_params():,} parameters, weights: {args.weights or 'RANDOM'}")
+    print(f"{model.name}: {count_parameters(model):,} parameters (PyTorch-comparable count), "
+          f"weights: {args.weights or 'RANDOM'}")
 
     # 2. Load aligned face crops (photos are aligned with their five landmarks).
     if args.images:

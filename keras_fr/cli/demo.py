@@ -32,6 +32,8 @@ import traceback
 
 import numpy as np
 
+from keras_fr.applications.common import count_parameters as _count_parameters
+
 from keras_fr.cli._common import MODELS, CLIError, add_json_arg, print_json
 
 EXAMPLES = """examples:
@@ -283,7 +285,8 @@ class _Demo:
             headless = build_model(name, None, include_top=False, **kwargs)
             self.models[display] = (model, name, size, weights_note)
             result = (
-                f"{model.count_params():,} params; {size}x{size} input -> "
+                f"{_count_parameters(model):,} parameters (PyTorch-comparable count); "
+                f"{size}x{size} input -> "
                 f"{_fmt_shape(model.output_shape if not isinstance(model.output_shape, list) else model.output_shape[0])}"
                 f" with top, {_fmt_shape(headless.output_shape)} without; {weights_note}"
             )

@@ -196,10 +196,13 @@ def _print_text(info):
     print("models (keras_fr.applications; input RGB 112x112 in [-1, 1], ArcFace 5-point aligned)")
     header = f"  {'name':<18} {'family':<18} {'parameters':>12}  {'input':<11} embedding"
     print(header)
+    note = ("  (parameters: the PyTorch-comparable count, keras_fr.applications.count_parameters; "
+            "model.count_params() also counts BatchNorm statistics)")
     for row in info["models"]:
         params = f"{row['parameters']:,}" if row["parameters"] else "?"
         size = "x".join(str(d) for d in row["input_size"])
         print(f"  {row['name']:<18} {row['family']:<18} {params:>12}  {size:<11} {row['embedding_size']}")
+    print(note)
     print()
     print("weights presets (weights=TAG; the file is looked up in $KERAS_FR_WEIGHTS_DIR, then the Keras "
           "cache ~/.keras/models; `make it` = the command that produces it from the source checkpoint)")
@@ -216,6 +219,7 @@ def _print_text(info):
     if "model" in info:
         m = info["model"]
         print()
-        print(f"{m['name']}: {m['parameters']:,} parameters ({m['trainable_parameters']:,} trainable), "
+        print(f"{m['name']}: {m['parameters']:,} parameters (PyTorch-comparable count; "
+              f"{m['trainable_parameters']:,} trainable), "
               f"{m['layers']} layers; input {tuple(m['input_shape'])} -> {tuple(m['output_shape'])}, "
               f"without top {tuple(m['output_shape_without_top'])}")
