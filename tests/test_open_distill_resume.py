@@ -1,0 +1,107 @@
+"""scripts/train_open_distill.py resumes exactly: k steps + checkpoint + resume m steps == k + m steps."""
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "train_open_distill.py"
+
+
+def _load_script():
+    spec = importlib.util.spec_from_file_location("train_open_distill", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _config(**overrides):
+    cfg = dict(seed=3, depth=26, teacher_dim=16, lr=1e-3, weight_decay=0.05, warmup_steps=2,
+               min_lr_ratio=0.01, batch_size=4, phases="32:2,48:1", relational_weight=0.5,
+               relational_space="embedding", zoom=0.1, shift=0.04, bf16=True)
+    cfg.update(overrides)
+    return cfg
+
+
+def _data(tod):
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, size=(10, 112, 112, 3), dtype=np.uint8)
+    targets = rng.normal(size=(10, 16)).astype(np.float32)
+    src = np.stack([np.zeros(10, np.int64), np.arange(10)], axis=1)
+    return tod.ArrayData([images], [targets], src)
+
+
+def _val(tod):
+    rng = np.random.default_rng(1)
+    return {"images": rng.integers(0, 256, size=(6, 112, 112, 3), dtype=np.uint8),
+            "targets": rng.normal(size=(6, 16)).astype(np.float32),
+            "labels": np.array(["a", "a", "b", "b", "c", "c"])}
+
+
+def _flat(run):
+    tensors = list(run.model.state_dict().values()) + list(run.proj.state_dict().values())
+    return torch.cat([t.detach().float().reshape(-1) for t in tensors])
+
+
+def test_resume_is_exact(tmp_path):
+    torch.set_num_threads(1)
+    tod = _load_script()
+    data, val = _data(tod), _val(tod)
+    quiet = lambda *a: None  # noqa: E731
+    # 2 steps/epoch; phases 32px x2 epochs then 48px: k = 3 lands mid-epoch, the resumed part
+    # crosses an epoch end and the resolution change.
+    k, m = 3, 3
+    full = tod.DistillRun(_config(), data, val, tmp_path / "full", docs_dir=tmp_path / "docs", log=quiet)
+    assert full.steps_per_epoch == 2 and full.total_steps == 6
+    full.run(max_steps=k + m)
+
+    first = tod.DistillRun(_config(), data, val, tmp_path / "split", log=quiet)
+    first.run(max_steps=k)
+    assert (tmp_path / "split" / "last.pt").exists()
+    second = tod.DistillRun(_config(), data, val, tmp_path / "split", log=quiet)
+    second.load(tmp_path / "split" / "last.pt")  # torch.load(weights_only=True) inside
+    assert second.step == k
+    second.run(max_steps=k + m)
+
+    assert second.step == full.step == k + m
+    diff = (_flat(full) - _flat(second)).abs().max().item()
+    assert diff <= 1e-6, diff
+    for a, b in zip(full.optimizer.state_dict()["state"].values(),
+                    second.optimizer.state_dict()["state"].values()):
+        assert torch.allclose(a["exp_avg"], b["exp_avg"], atol=1e-6, rtol=0)
+    rows = (tmp_path / "docs" / "learning_curve.csv").read_text().splitlines()
+    assert rows[0].startswith("step,epoch,resolution") and len(rows) >= 3
+
+
+def test_compact_export_roundtrip(tmp_path):
+    torch.set_num_threads(1)
+    tod = _load_script()
+    data = _data(tod)
+    quiet = lambda *a: None  # noqa: E731
+    run = tod.DistillRun(_config(), data, None, tmp_path / "ck", log=quiet,
+                         repo_export=tmp_path / "compact.pt")
+    run.run(max_steps=2)
+    assert (tmp_path / "compact.pt").exists()
+    again = tod.DistillRun(_config(), data, None, tmp_path / "ck2", log=quiet)
+    again.load_repo(tmp_path / "compact.pt")
+    assert again.step == 2
+    diff = (_flat(run) - _flat(again)).abs().max().item()
+    assert diff < 1e-2
+    again.run(max_steps=3)
+    assert again.step == 3
+
+
+def test_schedule_is_a_function_of_the_step():
+    tod = _load_script()
+    phases = tod.parse_phases("64:30,112:4")
+    assert tod.resolution_at(0, phases) == 64 and tod.resolution_at(29, phases) == 64
+    assert tod.resolution_at(30, phases) == 112
+    assert tod.lr_at(0, 100, 1.0, 10, 0.01) == pytest.approx(0.1)
+    assert tod.lr_at(99, 100, 1.0, 10, 0.01) == pytest.approx(0.01, abs=1e-3)
+    with pytest.raises(ValueError, match="--phases"):
+        tod.parse_phases("64:0")
+    same = np.array([0.9, 0.8]), np.array([0.1, 0.85])
+    assert tod.best_balanced_accuracy(*same) == pytest.approx(0.75)
