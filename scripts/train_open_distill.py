@@ -447,11 +447,13 @@ class DistillRun:
         self.log(f"resumed from compact {path} at step {self.step} (not bit-identical: float16 weights, "
                  f"first moments reset)")
 
-    def save(self, train_loss=float("nan")):
+    def save(self, train_loss=float("nan"), quick=False):
+        """Checkpoint (and validate, append a learning-curve row) unless ``quick`` (on a stop signal:
+        the checkpoint only, before a possible hard kill)."""
         epoch = self.step // self.steps_per_epoch
         res = resolution_at(min(epoch, sum(e for _, e in self.phases) - 1), self.phases)
         val_cos = val_acc = float("nan")
-        if self.val is not None:
+        if self.val is not None and not quick:
             t = time.time()
             val_cos, val_acc = validate(self.model, self.proj, self.val, res, self.cfg["bf16"])
             self.log(f"validation at {res}px: teacher cosine {val_cos:.4f}, pair accuracy {val_acc:.4f} "
@@ -468,7 +470,7 @@ class DistillRun:
         if self.repo_export:
             export_repo_checkpoint(state, self.repo_export)
         self.log(f"checkpoint step {self.step} -> {self.ckpt_dir / 'last.pt'}" + (" (best)" if is_best else ""))
-        if self.docs_dir is not None:
+        if self.docs_dir is not None and not quick:
             append_curve(self.docs_dir, {
                 "step": self.step, "epoch": round(self.step / self.steps_per_epoch, 3), "resolution": res,
                 "images_seen": self.step * self.cfg["batch_size"], "train_loss": round(train_loss, 6),
@@ -528,8 +530,10 @@ class DistillRun:
                 self.save(float(np.mean(losses_since_ckpt)))
                 losses_since_ckpt, last_ckpt = [], time.time()
                 t_log, n_log = time.time(), 0
-        if losses_since_ckpt or self.stop_requested:
-            self.save(float(np.mean(losses_since_ckpt)) if losses_since_ckpt else float("nan"))
+        if self.stop_requested:
+            self.save(quick=True)
+        elif losses_since_ckpt:
+            self.save(float(np.mean(losses_since_ckpt)))
         return self.step
 
     def bench(self, steps=4):
@@ -624,7 +628,8 @@ def parse_args(argv=None):
                          "1-3 img/s at 64px whenever other jobs ran, against 19 img/s with 1)")
     ap.add_argument("--ckpt-minutes", type=float, default=15.0)
     ap.add_argument("--max-steps", type=int, default=None, help="stop at this global step (checkpointed)")
-    ap.add_argument("--bench-steps", type=int, default=4, help="img/s check per resolution at start (0: off)")
+    ap.add_argument("--bench-steps", type=int, default=4,
+                    help="img/s check per resolution when starting from step 0 (0: off)")
     ap.add_argument("--resume", action="store_true", help="continue from <cache>/ckpt/last.pt if present")
     ap.add_argument("--resume-from-repo", nargs="?", const=REPO_CKPT, default=None, metavar="PATH")
     ap.add_argument("--export-repo-checkpoint", nargs="?", const=REPO_CKPT, default=None, metavar="PATH",
@@ -672,7 +677,7 @@ def main(argv=None):
         run.load_repo(REPO / path if not os.path.isabs(path) else path)
     elif args.resume:
         log("no checkpoint yet: starting from scratch")
-    if args.bench_steps:
+    if args.bench_steps and run.step == 0:
         run.bench(args.bench_steps)
 
     def on_signal(signum, frame):
