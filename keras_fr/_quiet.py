@@ -25,6 +25,9 @@ import warnings
 
 VERBOSE_ENV = "KERAS_FR_VERBOSE"
 
+#: Set by :func:`quiet_runtime`: library code may then silence native chatter (see :func:`native_stderr`).
+QUIET = False
+
 
 def is_command():
     """True when this process is the ``keras-fr`` command."""
@@ -47,36 +50,27 @@ def wants_verbose(argv=None):
 
 
 @contextlib.contextmanager
-def startup():
-    """Around the import of TensorFlow: silent for the command unless verbose; a no-op otherwise."""
-    if not is_command() or wants_verbose():
-        yield
-        return
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
+def _capture_fd2(replay_on_error=True):
+    """Point file descriptor 2 at a temporary file for the block; replay it if the block raises."""
     try:
         saved = os.dup(2)
         capture = tempfile.TemporaryFile()
     except OSError:  # no usable fd 2: nothing to quieten
         yield
         return
-    try:
+    with contextlib.suppress(AttributeError, ValueError, OSError):
         sys.stderr.flush()
-    except (AttributeError, ValueError, OSError):
-        pass
     os.dup2(capture.fileno(), 2)
     failed = True
     try:
         yield
         failed = False
     finally:
-        try:
+        with contextlib.suppress(AttributeError, ValueError, OSError):
             sys.stderr.flush()
-        except (AttributeError, ValueError, OSError):
-            pass
         os.dup2(saved, 2)
         os.close(saved)
-        if failed:  # show what TensorFlow said: it may explain the failure
+        if failed and replay_on_error:  # what the native code said may explain the failure
             capture.seek(0)
             data = capture.read()
             if data:
@@ -84,8 +78,33 @@ def startup():
         capture.close()
 
 
+@contextlib.contextmanager
+def native_stderr():
+    """Around native calls that log on their own (the LiteRT interpreter's "Created TensorFlow Lite
+    XNNPACK delegate" line): silent while the command is quiet, a no-op otherwise."""
+    if not QUIET:
+        yield
+        return
+    with _capture_fd2():
+        yield
+
+
+@contextlib.contextmanager
+def startup():
+    """Around the import of TensorFlow: silent for the command unless verbose; a no-op otherwise."""
+    if not is_command() or wants_verbose():
+        yield
+        return
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
+    with _capture_fd2():
+        yield
+
+
 def quiet_runtime():
     """Silence TensorFlow's and absl's Python logs and converter warnings for the rest of the run."""
+    global QUIET
+    QUIET = True
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     for name in ("tensorflow", "absl", "tf2onnx", "h5py", "jax", "onnx", "onnxruntime"):
         logging.getLogger(name).setLevel(logging.ERROR)

@@ -4,6 +4,7 @@ import os
 
 import numpy as np
 
+from keras_fr import _quiet
 from keras_fr._atomic import atomic_path
 from keras_fr.export import _common
 from keras_fr.export import _prepare
@@ -163,13 +164,14 @@ def run_tflite(path_or_content, x, num_threads=None):
     from ai_edge_litert.interpreter import Interpreter
 
     kwargs = {"num_threads": num_threads} if num_threads else {}
-    if isinstance(path_or_content, (bytes, bytearray)):
-        interpreter = Interpreter(model_content=bytes(path_or_content), **kwargs)
-    else:
-        interpreter = Interpreter(model_path=os.fspath(path_or_content), **kwargs)
-    inp = interpreter.get_input_details()[0]
-    interpreter.resize_tensor_input(inp["index"], list(x.shape), strict=True)
-    interpreter.allocate_tensors()
+    with _quiet.native_stderr():  # the XNNPACK "INFO: Created ... delegate" line, for the quiet CLI
+        if isinstance(path_or_content, (bytes, bytearray)):
+            interpreter = Interpreter(model_content=bytes(path_or_content), **kwargs)
+        else:
+            interpreter = Interpreter(model_path=os.fspath(path_or_content), **kwargs)
+        inp = interpreter.get_input_details()[0]
+        interpreter.resize_tensor_input(inp["index"], list(x.shape), strict=True)
+        interpreter.allocate_tensors()
     interpreter.set_tensor(inp["index"], np.ascontiguousarray(x, dtype=np.float32))
     interpreter.invoke()
     return np.array(interpreter.get_tensor(interpreter.get_output_details()[0]["index"]), np.float32)
@@ -178,7 +180,8 @@ def run_tflite(path_or_content, x, num_threads=None):
 def _io_shapes(path):
     from ai_edge_litert.interpreter import Interpreter
 
-    interpreter = Interpreter(model_path=path)
+    with _quiet.native_stderr():
+        interpreter = Interpreter(model_path=path)
     inp = interpreter.get_input_details()[0]
     out = interpreter.get_output_details()[0]
 
