@@ -101,6 +101,9 @@ def main(argv=None):
     except OSError as exc:  # full disk, permissions, I/O errors: the file and the reason, one line
         print(f"keras-fr {args.command}: error: {_os_error(exc)}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C, or SIGTERM while an output file is being written
+        print(f"keras-fr {args.command}: interrupted; no partial output was left", file=sys.stderr)
+        return 130
     return 0 if result is None else int(result)
 
 
