@@ -378,13 +378,24 @@ def run(args):
     check_output(args.output)
     if args.output.endswith(".npy"):
         check_output(args.output[: -len(".npy")] + ".txt", "--output's .txt list")
-    paths = preprocessing.list_images(args.images)
+    skipped = [] if args.skip_bad else None
+    if skipped is None:
+        paths = preprocessing.list_images(args.images)
+    else:  # a file given by name that cannot be found (e.g. a broken symlink) is skipped too
+        paths = []
+        for item in args.images:
+            try:
+                paths += preprocessing.list_images([item])
+            except FileNotFoundError as exc:
+                skipped.append((item, str(exc)))
+        if not paths:
+            raise CLIError(f"none of the {len(args.images)} images could be read (all skipped).")
     model, weights_label = model_from_args(args)
     size = model_image_size(model)
-    skipped = [] if args.skip_bad else None
     embeddings = embed_files(model, paths, args.landmarks, args.batch_size, size, skipped=skipped)
     bad = {path for path, _ in skipped or []}
     kept = [p for p in paths if p not in bad]
+    total = len(kept) + len(skipped or [])
     written = save_embeddings(args.output, embeddings, kept)
     summary = {
         "model": args.model,
@@ -405,6 +416,6 @@ def run(args):
             f"{embeddings.shape[1]}-d, L2-normalized -> {', '.join(written)}"
         )
         if skipped:
-            print(f"skipped {len(skipped)} unreadable image(s) of {len(paths)}, the first: "
+            print(f"skipped {len(skipped)} unreadable image(s) of {total}, the first: "
                   f"{skipped[0][0]!r} ({skipped[0][1]})", file=sys.stderr)
     return 0

@@ -130,6 +130,11 @@ def run(args):
     sets = {}
     for path in args.pairs:
         sets[_set_name(path, sets)] = evaluation.read_pairs(path)
+    lists = None
+    if args.gallery:  # read (every image checked) before the model is built, like the pairs
+        from keras_fr.evaluation.identification import read_image_list
+
+        lists = (read_image_list(args.gallery, args.image_root), read_image_list(args.probe, args.image_root))
     quiet = args.json
     model, weights_label = model_from_args(args, build=build_model)
     if weights_label == RANDOM:
@@ -174,8 +179,8 @@ def run(args):
     if args.gallery:
         result = evaluation.evaluate_identification(
             model,
-            args.gallery,
-            args.probe,
+            tuple(lists[0]),
+            tuple(lists[1]),
             image_dir=args.image_root,
             batch_size=args.batch_size,
             flip=flip,
