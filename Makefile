@@ -14,7 +14,7 @@ $(PY):
 	$(PY) -m pip install -q --upgrade pip
 
 $(STAMP): pyproject.toml | $(PY)
-	$(PY) -m pip install -q -e ".[$(BACKEND_EXTRA),export,torch,test]"
+	$(PY) -m pip install -q -e ".[$(BACKEND_EXTRA),export,torch,test,dlib,faiss]"
 	touch $(STAMP)
 
 install: $(STAMP)

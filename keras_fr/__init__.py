@@ -21,7 +21,12 @@ _SUBMODULES = (
     "preprocessing",
     "recipes",
     "training",
+    "recognition",
+    "detection",
 )
+
+#: Top-level shortcuts: ``keras_fr.FaceRecognizer()``.
+_SHORTCUTS = {"FaceRecognizer": "keras_fr.recognition", "Gallery": "keras_fr.recognition"}
 
 
 # Modules that register Keras-serializable classes (package "keras_fr"). They are imported here so that
@@ -48,8 +53,10 @@ del _module
 def __getattr__(name):
     if name in _SUBMODULES:
         return importlib.import_module(f"{__name__}.{name}")
+    if name in _SHORTCUTS:
+        return getattr(importlib.import_module(_SHORTCUTS[name]), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def __dir__():
-    return sorted(list(_SUBMODULES) + ["__version__"])
+    return sorted(list(_SUBMODULES) + list(_SHORTCUTS) + ["__version__"])

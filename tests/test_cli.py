@@ -83,7 +83,8 @@ def test_info_json_parses_and_lists_models_and_presets():
     names = [row["name"] for row in info["models"]]
     assert sorted(names) == sorted(cli._common.MODELS)
     for row in info["models"]:
-        assert row["input_size"] == [112, 112, 3]
+        expected = [150, 150, 3] if row["name"] == "dlib_resnet" else [112, 112, 3]
+        assert row["input_size"] == expected, row
     for row in info["weights"]:
         assert {"model", "tag", "available", "license"} <= set(row)
         assert row["model"] in names
@@ -219,44 +220,47 @@ def test_embed_npy_writes_sibling_list_and_aligns_photos(faces, weights_file, tm
     assert embeddings[1] @ reference[0] > embeddings[1] @ reference[1]
 
 
-def test_verify_same_image_and_thresholds(faces, weights_file, capsys):
+def test_verify_aligned_crops_with_a_weights_file(faces, weights_file, capsys):
     a, b = faces["paths"][0], faces["paths"][1]
-    code = cli.main(["verify", a, a, "--model", "iresnet18", "--weights", str(weights_file), "--json"])
+    # A bare weights file carries no calibrated threshold: refused in one line, no decision guessed.
+    code = cli.main(["verify", a, a, "--model", "iresnet18", "--weights", str(weights_file), "--aligned"])
+    assert code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "carry no calibrated threshold" in err[0]
+
+    code = cli.main(["verify", a, a, "--model", "iresnet18", "--weights", str(weights_file), "--aligned",
+                     "--threshold", "0.3", "--json"])
     assert code == 0
     result = json.loads(capsys.readouterr().out)
-    assert result["cosine"] == pytest.approx(1.0, abs=1e-5) and result["same"] is True
-    assert "DEFAULT" in result["threshold_source"]
-    assert result["threshold"] == 0.3
+    assert result["score"] == pytest.approx(1.0, abs=1e-5) and result["same"] is True
+    assert result["calibrated_on"] == "user threshold" and result["threshold"] == 0.3
 
-    code = cli.main(["verify", a, b, "--model", "iresnet18", "--weights", str(weights_file),
+    code = cli.main(["verify", a, b, "--model", "IResNet18", "--weights", str(weights_file), "--aligned",
                      "--threshold", "0.999", "--json"])
     assert code == 0
     result = json.loads(capsys.readouterr().out)
     expected = _reference_embeddings(weights_file, faces["images"][:2])
-    assert result["cosine"] == pytest.approx(float(expected[0] @ expected[1]), abs=1e-5)
-    assert result["same"] is (result["cosine"] >= 0.999)
-    assert result["threshold_source"] == "given with --threshold"
+    assert result["score"] == pytest.approx(float(expected[0] @ expected[1]), abs=1e-5)
+    assert result["same"] is (result["score"] >= 0.999)
+    assert result["weights"] == str(weights_file)
 
 
-def test_verify_text_says_default_threshold(faces, weights_file, capsys):
-    a = faces["paths"][0]
-    assert cli.main(["verify", a, a, "--model", "iresnet18", "--weights", str(weights_file)]) == 0
-    out = capsys.readouterr().out
-    assert "SAME person" in out and "DEFAULT threshold" in out
+def test_verify_photo_with_landmarks_file(faces, weights_file, capsys, monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    code = cli.main(["verify", "photo.png", faces["paths"][0], "--landmarks", str(faces["marks"]),
+                     "--model", "iresnet18", "--weights", str(weights_file), "--threshold", "0.5"])
+    assert code == 2  # the crop has no landmarks in the file
+    assert "no landmarks for" in capsys.readouterr().err
+    marks = json.loads(faces["marks"].read_text())
+    from keras_fr.preprocessing import ARCFACE_TEMPLATE
 
-
-def test_verify_uses_manifest_threshold(monkeypatch):
-    from keras_fr.applications import weights as registry
-    from keras_fr.cli import verify
-
-    manifest = {"metrics": {"measured_here": {"threshold": 1.4}}}
-    monkeypatch.setattr(registry, "get_manifest", lambda model, tag: manifest)
-    value, source = verify.resolve_threshold("iresnet50", "some_tag")
-    assert value == pytest.approx(1 - 1.4 / 2) and "some_tag" in source
-    manifest["metrics"] = {"threshold_cosine": 0.42}
-    assert verify.resolve_threshold("iresnet50", "some_tag")[0] == 0.42
-    manifest["metrics"] = {}
-    assert verify.resolve_threshold("iresnet50", "some_tag")[0] == verify.DEFAULT_THRESHOLD
+    marks[faces["paths"][0]] = ARCFACE_TEMPLATE.tolist()
+    faces["marks"].write_text(json.dumps(marks))
+    code = cli.main(["verify", "photo.png", faces["paths"][0], "--landmarks", str(faces["marks"]),
+                     "--model", "iresnet18", "--weights", str(weights_file), "--threshold", "0.5"])
+    assert code == 0
+    # The photo holds face 0, aligned again from its five points: the same face.
+    assert capsys.readouterr().out.startswith("same person: score 0.9")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -278,19 +282,17 @@ def test_embed_bad_output_suffix(tmp_path, capsys):
     assert len(err) == 1 and ".npz or .npy" in err[0]
 
 
-def test_verify_unaligned_photo_without_landmarks(tmp_path):
+def test_verify_photo_without_a_face(tmp_path):
     Image.new("RGB", (300, 200)).save(tmp_path / "big.jpg")
-    Image.new("RGB", (112, 112)).save(tmp_path / "crop.jpg")
-    proc = _run_cli("verify", str(tmp_path / "big.jpg"), str(tmp_path / "crop.jpg"),
-                    "--model", "iresnet18")
-    _assert_one_line_error(proc, "verify", "--landmarks")
+    proc = _run_cli("verify", str(tmp_path / "big.jpg"), str(tmp_path / "big.jpg"))
+    _assert_one_line_error(proc, "verify", "no face found in")
 
 
 def test_verify_unreadable_image(tmp_path):
     (tmp_path / "broken.jpg").write_bytes(b"not an image")
     Image.new("RGB", (112, 112)).save(tmp_path / "crop.jpg")
     proc = _run_cli("verify", str(tmp_path / "broken.jpg"), str(tmp_path / "crop.jpg"),
-                    "--model", "iresnet18")
+                    "--model", "iresnet18", "--random-weights", "--aligned")
     _assert_one_line_error(proc, "verify", "broken.jpg")
 
 

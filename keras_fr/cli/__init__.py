@@ -13,12 +13,15 @@ import sys
 from keras_fr.cli._common import CLIError
 
 # Order shown in --help.
-SUBCOMMANDS = ("info", "embed", "verify", "convert", "export", "eval", "demo")
+SUBCOMMANDS = ("info", "verify", "enroll", "identify", "calibrate", "embed", "convert", "export", "eval", "demo")
 
 EPILOG = """examples:
   keras-fr info
   keras-fr embed faces/ --model msconv_resnet50 --weights ms1mv3 --output emb.npz
-  keras-fr verify a.jpg b.jpg --model iresnet50 --weights model.weights.h5
+  keras-fr verify a.jpg b.jpg
+  keras-fr enroll people/ --output gallery.npz
+  keras-fr identify who.jpg --gallery gallery.npz
+  keras-fr calibrate pairs.csv --far 1e-3
   keras-fr convert model.pt --output msconv50.weights.h5 --verify
   keras-fr export --model msconv_resnet50 --format tflite --output m.tflite
   keras-fr eval --model iresnet50 --pairs ../shared/data/lfw112 --output report.json

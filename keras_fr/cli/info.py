@@ -9,6 +9,7 @@ import argparse
 import importlib.metadata
 import platform
 
+from keras_fr.applications.specs import input_spec
 from keras_fr.cli._common import MODELS, CLIError, add_json_arg, build_model, print_json
 
 EXAMPLES = """examples:
@@ -31,6 +32,7 @@ MODEL_TABLE = {
     "iresnet200": (118833920, 112, 512, "IResNet (ArcFace)"),
     "lgaf_resnet50": (58299372, 112, 512, "LGAF"),
     "lgaf_resnet100": (79864684, 112, 512, "LGAF"),
+    "dlib_resnet": (5614592, 150, 128, "dlib ResNet (pretrained, CC0)"),
 }
 
 _PACKAGES = ("keras", "tensorflow", "tensorflow-cpu", "numpy", "h5py", "pillow", "tf2onnx", "onnx",
@@ -73,7 +75,10 @@ def model_rows():
     """
     rows = []
     for name, (module, builder) in MODELS.items():
-        params, size, embedding, family = MODEL_TABLE.get(name, (None, 112, 512, "?"))
+        spec = input_spec(name)
+        params, size, embedding, family = MODEL_TABLE.get(
+            name, (None, spec.size, spec.embedding_size, "?")
+        )
         rows.append({
             "name": name,
             "builder": f"keras_fr.applications.{builder}",

@@ -1,158 +1,99 @@
-"""``keras-fr verify IMG1 IMG2``: are two faces the same person?
+"""``keras-fr verify A B``: are the faces in two photos the same person?
 
-Both images are embedded (aligned 112x112 crops as they are, photos aligned first with
-``--landmarks``), the embeddings L2-normalized, and their cosine similarity compared with a threshold:
-``same`` when ``cosine >= threshold``.
+Each photo is searched for a face (``keras_fr.detection``), aligned the way the model expects and
+embedded; the cosine similarity of the two embeddings is compared with the preset's threshold
+calibrated at ``--far`` (or ``--threshold``). With ``--aligned`` the images are ArcFace-aligned crops;
+with ``--landmarks`` the five points come from a file instead of the detector.
 
-The threshold, in order: ``--threshold``; the calibrated threshold in the preset's manifest when
-``--weights`` is a preset tag whose manifest has one (``metrics.measured_here.threshold``, else
-``metrics.threshold``, else ``metrics.paper_reported.threshold``; in the unit ``keras-fr eval``
-reports, the squared Euclidean distance between L2-normalized embeddings, converted to cosine as
-``1 - d / 2``; a ``threshold_cosine`` field is used as is); else :data:`DEFAULT_THRESHOLD`, said
-plainly in the output.
+The default model is keras_fr's real pretrained recognizer; a random model is used only with
+``--random-weights``, and then only the score is printed, never a decision.
 """
 
 import argparse
-import os
 
 import numpy as np
 
-from keras_fr.cli._common import CLIError, add_json_arg, add_model_args, build_model, print_json
-
-#: Cosine similarity at or above which two faces are called the same person when nothing better is
-#: known. About where ArcFace-trained 512-d models separate LFW pairs (squared distance ~1.4); a
-#: model's own calibrated threshold (``keras-fr eval`` on a pairs set) is always better.
-DEFAULT_THRESHOLD = 0.3
+from keras_fr.cli._common import CLIError, add_json_arg, print_json
+from keras_fr.cli._recognize import add_recognizer_args, build_recognizer, check_images_exist
 
 EXAMPLES = """examples:
-  keras-fr verify a.jpg b.jpg --model msconv_resnet50 --weights ms1mv3
-  keras-fr verify a.jpg b.jpg --model iresnet50 --weights model.weights.h5 --threshold 0.35 --json
-  keras-fr verify photo1.jpg photo2.jpg --model iresnet100 --weights ms1mv3_arcface \\
-      --landmarks landmarks.json        # photos of any size, aligned with five landmarks each
+  keras-fr verify a.jpg b.jpg                        # photos: detect, align, embed, decide
+  keras-fr verify a.jpg b.jpg --far 1e-4 --json      # a stricter calibrated threshold
+  keras-fr verify crop1.jpg crop2.jpg --aligned      # ArcFace-aligned 112x112 crops
+  keras-fr verify a.jpg b.jpg --model iresnet50 --weights model.weights.h5 --threshold 0.35
 
-threshold: --threshold, else the preset's calibrated threshold (manifest), else a default of
-0.3 (cosine), always printed with its source. Calibrate your own with `keras-fr eval`: its threshold
-t is a squared distance, the cosine threshold is 1 - t / 2.
+exit code 0 with the decision printed; 2 with one line for a user error (no face found, unreadable
+photo, unknown model, a model without real weights and no --random-weights, ...).
 """
-
-
-def _manifest_threshold(model_name, weights):
-    """(cosine threshold, source) from a preset's manifest, or (None, None)."""
-    if not weights or os.path.exists(weights) or weights.endswith((".h5", ".keras")):
-        return None, None
-    try:
-        from keras_fr.applications.weights import get_manifest
-    except ImportError:
-        return None, None
-    try:
-        manifest = get_manifest(model_name, weights)
-    except ValueError:
-        return None, None  # an unknown tag: building the model reports it properly
-    metrics = manifest.get("metrics") or {}
-    places = (
-        ("metrics.measured_here", metrics.get("measured_here") or {}),
-        ("metrics", metrics),
-        ("metrics.paper_reported", metrics.get("paper_reported") or {}),
-    )
-    for where, section in places:
-        if not isinstance(section, dict):
-            continue
-        if isinstance(section.get("threshold_cosine"), (int, float)):
-            value = float(section["threshold_cosine"])
-            return value, f"calibrated threshold of preset {weights!r} ({where}.threshold_cosine)"
-        if isinstance(section.get("threshold"), (int, float)):
-            distance = float(section["threshold"])
-            return 1.0 - distance / 2.0, (
-                f"calibrated threshold of preset {weights!r} ({where}.threshold = squared "
-                f"distance {distance:g})"
-            )
-    return None, None
-
-
-def resolve_threshold(model_name, weights, threshold=None):
-    """The cosine threshold to decide with, and a sentence saying where it comes from.
-
-    Args:
-        model_name: registry name of the model.
-        weights: the `--weights` value (preset tag, file path or None).
-        threshold: an explicit cosine threshold, or None.
-
-    Returns:
-        `(threshold, source)`.
-
-    Raises:
-        CLIError: if an explicit threshold is outside [-1, 1].
-
-    Example:
-
-    >>> resolve_threshold("iresnet50", None, 0.35)
-    (0.35, 'given with --threshold')
-    """
-    if threshold is not None:
-        if not -1.0 <= threshold <= 1.0:
-            raise CLIError(f"--threshold is a cosine similarity in [-1, 1]; got {threshold}.")
-        return float(threshold), "given with --threshold"
-    value, source = _manifest_threshold(model_name, weights)
-    if value is not None:
-        return value, source
-    why = "no calibrated threshold in the preset's manifest" if weights and not os.path.exists(
-        weights) else "no preset with a calibrated threshold"
-    return DEFAULT_THRESHOLD, (
-        f"DEFAULT threshold {DEFAULT_THRESHOLD} ({why}; calibrate one with `keras-fr eval` and "
-        "pass --threshold)"
-    )
 
 
 def register(subparsers):
     parser = subparsers.add_parser(
         "verify",
-        help="compare two faces: cosine similarity and a same/different decision",
-        description="Embed two face images and compare them: cosine similarity of the "
-        "L2-normalized embeddings, and same/different at a threshold.",
+        help="are the faces in two photos the same person?",
+        description="Detect, align and embed the face in each of two photos and compare them "
+        "(cosine similarity against a calibrated threshold).",
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("image1", metavar="IMG1", help="first face image")
-    parser.add_argument("image2", metavar="IMG2", help="second face image")
-    add_model_args(parser)
+    parser.add_argument("image1", metavar="A", help="first photo (or aligned crop with --aligned)")
+    parser.add_argument("image2", metavar="B", help="second photo")
+    add_recognizer_args(parser)
     parser.add_argument("--landmarks", default=None, metavar="FILE",
-                        help="five landmarks per photo (JSON or text; see `keras-fr embed --help`)")
-    parser.add_argument("--threshold", type=float, default=None,
-                        help=f"cosine threshold for 'same' (default: the preset's calibrated one, "
-                        f"else {DEFAULT_THRESHOLD})")
+                        help="five landmarks per photo (JSON or text) instead of the detector")
     add_json_arg(parser)
     parser.set_defaults(func=run)
 
 
-def run(args):
-    from keras_fr.cli.embed import embed_images, load_faces, model_image_size
+def _faces_from_landmarks(recognizer, paths, landmarks_file):
+    from keras_fr.preprocessing import find_landmarks, load_image, read_landmarks
 
-    for path in (args.image1, args.image2):
-        if not os.path.isfile(path):
-            raise CLIError(f"image file not found: {path!r}.")
-    threshold, source = resolve_threshold(args.model, args.weights, args.threshold)
-    model = build_model(args.model, args.weights)
-    size = model_image_size(model)
-    faces = load_faces([args.image1, args.image2], args.landmarks, size)
-    embeddings = embed_images(model, faces, batch_size=2)
-    cosine = float(np.clip(embeddings[0] @ embeddings[1], -1.0, 1.0))
-    same = cosine >= threshold
+    table = read_landmarks(landmarks_file)
+    crops = []
+    for path in paths:
+        points = find_landmarks(table, path, landmarks_file)
+        if points is None:
+            raise CLIError(f"{landmarks_file}: no landmarks for {path!r}.")
+        face = type("Face", (), {"landmarks": np.asarray(points, np.float32), "shape68": None})()
+        crops.append(recognizer.align(load_image(path), face))
+    return np.stack(crops)
+
+
+def run(args):
+    paths = [args.image1, args.image2]
+    check_images_exist(paths)
+    if args.landmarks and args.aligned:
+        raise CLIError("--landmarks and --aligned exclude each other.")
+    recognizer = build_recognizer(args)
+    decide = recognizer.weights != "random" or args.threshold is not None
+    if decide:
+        threshold, far, source = recognizer.threshold_for()
+    if args.landmarks:
+        emb = recognizer.embed_crops(_faces_from_landmarks(recognizer, paths, args.landmarks))
+    else:
+        emb = recognizer.embed(paths, aligned=args.aligned)
+    score = float(np.clip(emb[0] @ emb[1], -1.0, 1.0))
     result = {
         "image1": args.image1,
         "image2": args.image2,
-        "model": args.model,
-        "weights": args.weights or "random initialization",
-        "cosine": cosine,
-        "squared_distance": 2.0 - 2.0 * cosine,
-        "threshold": threshold,
-        "threshold_source": source,
-        "same": bool(same),
+        "model": recognizer.model_name,
+        "weights": recognizer.weights,
+        "score": score,
+        "score_kind": "cosine similarity",
     }
+    if recognizer.weights == "random":
+        result["note"] = "random weights (--random-weights): the score means nothing"
+    if decide and recognizer.weights != "random":
+        same = score >= threshold
+        result.update(threshold=threshold, far=far, calibrated_on=source, same=bool(same))
     if args.json:
         print_json(result)
         return 0
-    verdict = "SAME person" if same else "DIFFERENT people"
-    print(f"cosine similarity {cosine:.4f} -> {verdict} (threshold {threshold:.4f}: {source})")
-    if not args.weights:
-        print("note: random weights (--weights not given): the decision is meaningless.")
+    if "same" not in result:
+        print(f"score {score:.4f} (cosine) -- random weights: no decision is made")
+        return 0
+    verdict = "same person" if result["same"] else "different people"
+    relation = ">=" if result["same"] else "<"
+    origin = f"FAR {far:.0e}, calibrated on {source}" if far else source
+    print(f"{verdict}: score {score:.4f} {relation} {threshold:.4f} ({origin})")
     return 0

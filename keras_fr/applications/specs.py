@@ -1,0 +1,69 @@
+"""What a network expects as input: crop size, face alignment and pixel normalization.
+
+A model's input specification is part of what the model *is*: an embedding is only meaningful when
+the face was cropped the way the network was trained. High-level code (``keras_fr.FaceRecognizer``,
+the ``keras-fr`` commands) reads it from here and never asks the caller to choose an alignment.
+
+Alignments:
+
+- ``"arcface"``: the ArcFace 5-point similarity template at 112x112 (``keras_fr.preprocessing.align_face``),
+  used by insightface's IResNets and by the papers' networks (MSConv, LGAF);
+- ``"dlib_chip"``: dlib's face chip (``keras_fr.preprocessing.dlib_face_chip``: 150x150, padding 0.25),
+  from the 68-point shape when a detector gives one, else from the five ArcFace points.
+"""
+
+import dataclasses
+import importlib
+
+
+@dataclasses.dataclass(frozen=True)
+class InputSpec:
+    """The input a network expects.
+
+    Attributes:
+        size: crop side in pixels (square crops).
+        alignment: ``"arcface"`` or ``"dlib_chip"`` (see the module docstring).
+        preprocess: ``"module:function"`` mapping RGB uint8/float [0, 255] to the network's input.
+        embedding_size: length of the embedding the pretrained presets produce.
+        description: one line for humans (``keras-fr info``).
+    """
+
+    size: int
+    alignment: str
+    preprocess: str
+    embedding_size: int
+    description: str
+
+    def preprocess_fn(self):
+        """The preprocessing function itself."""
+        module, name = self.preprocess.split(":")
+        return getattr(importlib.import_module(module), name)
+
+
+ARCFACE_112 = InputSpec(
+    size=112,
+    alignment="arcface",
+    preprocess="keras_fr.applications.common:preprocess_input",
+    embedding_size=512,
+    description="112x112 RGB, ArcFace 5-point alignment, x / 127.5 - 1",
+)
+DLIB_CHIP_150 = InputSpec(
+    size=150,
+    alignment="dlib_chip",
+    preprocess="keras_fr.applications.dlib_resnet:preprocess_input",
+    embedding_size=128,
+    description="150x150 RGB dlib face chip (padding 0.25), (x - dlib's RGB mean) / 256",
+)
+
+#: Models whose input differs from the ArcFace 112x112 default.
+_SPECS = {"dlib_resnet": DLIB_CHIP_150}
+
+
+def input_spec(model_name):
+    """The :class:`InputSpec` of a registry model (ArcFace 112x112 unless the model says otherwise).
+
+    Example:
+        >>> input_spec("dlib_resnet").size
+        150
+    """
+    return _SPECS.get(model_name, ARCFACE_112)

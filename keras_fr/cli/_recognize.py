@@ -1,0 +1,89 @@
+"""Options and set-up shared by the commands that recognize faces in photos (verify, enroll, identify,
+calibrate): the model and its weights, the detector, and how several faces in a photo are handled."""
+
+import os
+
+from keras_fr.cli._common import CLIError
+
+#: The model used when ``--model`` is not given: keras_fr's real pretrained recognizer.
+DEFAULT_MODEL = "dlib_resnet"
+
+
+def add_recognizer_args(parser, decisions=True, model_default=DEFAULT_MODEL):
+    parser.add_argument(
+        "--model",
+        default=model_default,
+        help=f"network, registry or builder name (default: {DEFAULT_MODEL}, real pretrained weights)",
+    )
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument(
+        "--weights",
+        default=None,
+        help="preset tag or .weights.h5/.keras file (default: the model's best preset on this machine)",
+    )
+    group.add_argument(
+        "--random-weights",
+        action="store_true",
+        help="use a randomly initialized model on purpose (scores only, never a decision)",
+    )
+    parser.add_argument(
+        "--aligned",
+        action="store_true",
+        help="the images are ArcFace-aligned 112x112 crops (no detection)",
+    )
+    parser.add_argument(
+        "--detector", choices=("auto", "hog", "cnn"), default="auto", help="face detector (default auto)"
+    )
+    parser.add_argument(
+        "--face",
+        choices=("error", "largest", "central"),
+        default="error",
+        help="which face to use when a photo holds several (default: refuse, naming the photo)",
+    )
+    if decisions:
+        parser.add_argument(
+            "--far",
+            type=float,
+            default=1e-3,
+            help="false-accept rate of the preset's calibrated threshold (1e-2, 1e-3 or 1e-4; default 1e-3)",
+        )
+        parser.add_argument(
+            "--threshold", type=float, default=None, help="cosine threshold (overrides --far)"
+        )
+
+
+def build_recognizer(args, model=None, weights=None):
+    """A ``FaceRecognizer`` from the parsed options (``CLIError`` for user errors)."""
+    from keras_fr.recognition import FaceRecognizer
+
+    threshold = getattr(args, "threshold", None)
+    if threshold is not None and not -1.0 <= threshold <= 1.0:
+        raise CLIError(f"--threshold is a cosine similarity in [-1, 1]; got {threshold}.")
+    weights = weights if weights is not None else args.weights
+    if weights is not None and (os.sep in weights or weights.endswith((".h5", ".keras"))):
+        if not os.path.isfile(weights):
+            raise CLIError(f"--weights file not found: {weights!r}.")
+    try:
+        return FaceRecognizer(
+            model or args.model,
+            weights=weights,
+            random_weights=args.random_weights,
+            far=getattr(args, "far", 1e-3),
+            threshold=threshold,
+            detector=args.detector,
+            multi_face=args.face,
+        )
+    except ValueError as exc:
+        message = str(exc)
+        if "random_weights=True" in message:
+            message = message.replace("pass weights= (a preset tag or a .weights.h5 file) or "
+                                      "random_weights=True", "pass --weights TAG|FILE or --random-weights")
+        raise CLIError(message) from None
+
+
+def check_images_exist(paths):
+    for path in paths:
+        if not os.path.exists(path):
+            raise CLIError(f"image file not found: {path!r}.")
+        if os.path.isdir(path):
+            raise CLIError(f"{path!r} is a folder, not an image file.")
