@@ -86,6 +86,8 @@ def main(argv=None):
     argv = [arg for arg in argv if arg != "--verbose"]
     parser = build_parser()
     args = parser.parse_args(argv)
+    if verbose:
+        args.verbose = True  # also for a sub-command with its own --verbose (demo: tracebacks)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
