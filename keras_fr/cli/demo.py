@@ -443,8 +443,11 @@ class _Demo:
             model = keras.Model(inputs, model(keras.layers.Resizing(size, size)(inputs)))
         per_fold = self.args.pairs_per_fold or (3 if self.quick else 5)
         subset = _lfw_subset(lfw, os.path.join(self.workdir, "lfw_subset"), per_fold)
-        result = evaluation.evaluate_pairs(model, subset, batch_size=32,
-                                           verbose=0 if self.args.json else 1)
+        # Keras's progress bar (stdout, with colour codes) only on a terminal, never in a log
+        import sys
+
+        progress = 1 if (not self.args.json and sys.stdout.isatty()) else 0
+        result = evaluation.evaluate_pairs(model, subset, batch_size=32, verbose=progress)
         accuracy = _report_get(result, "accuracy")
         std = _report_get(result, "accuracy_std")
         note = "" if weights_note.startswith("pretrained") else " (random weights: chance level expected)"

@@ -140,7 +140,8 @@ def run(args):
     if weights_label == RANDOM:
         print("note: --random-weights: the numbers below mean nothing", file=sys.stderr)
     flip = not args.no_flip
-    verbose = 1 if (not quiet and sys.stderr.isatty()) else 0  # progress bars on a terminal only
+    # Keras's progress bar (stdout, colour codes) on a terminal only, never in a redirected log
+    verbose = 1 if (not quiet and sys.stdout.isatty()) else 0
     report = {
         "model": args.model,
         "weights": weights_label,
