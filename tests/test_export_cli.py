@@ -82,6 +82,7 @@ def test_export_onnx_channels_first_json(tmp_path, capsys, tiny):
     assert code == 0
     report = json.loads(capsys.readouterr().out)
     assert report["format"] == "onnx" and report["verified"] is True
+    assert report["weights"] == "random" and report["model"] == "msconv_resnet26"  # says which weights
     assert report["input_shape"] == [None, 3, 16, 16]
     x = faces(5, 16, seed=3)
     rel, cos = parity(keras_out(tiny, x), run_onnx_file(out, np.transpose(x, (0, 3, 1, 2))))
@@ -94,6 +95,7 @@ def test_export_tflite_float16_text_output(tmp_path, capsys, tiny):
                  "--quantize", "float16"]) == 0
     text = capsys.readouterr().out
     assert "verified on" in text and "min cosine" in text and "CONV_2D" in text
+    assert "weights: RANDOM (--random-weights)" in text
     assert_builtin_only(out)
     x = faces(3, 16, seed=4)
     _, cos = parity(keras_out(tiny, x), run_tflite_file(out, x))

@@ -463,7 +463,9 @@ BASE_DOCSTRING = """Instantiates the {name} face recognition network.
 Reference: {reference}
 
 Input: RGB face crops aligned with the ArcFace 5-point template, scaled to [-1, 1] by
-`keras_fr.applications.preprocess_input` (the model does not rescale). Output with
+`keras_fr.applications.preprocess_input` (the model does not rescale, and does not check: 0-255
+pixels given to `model(x)` / `model.predict(x)` give wrong embeddings silently; the high-level
+paths, `evaluation.extract_embeddings` and the `keras-fr` commands, refuse them). Output with
 `include_top=True`: an `embedding_size`-d face embedding (not normalized; L2-normalize it
 before cosine comparison).
 

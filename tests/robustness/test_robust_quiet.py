@@ -39,6 +39,15 @@ def test_embed_random_weights_quiet_and_says_so(tmp_path):
     assert json.loads(proc.stdout)["weights"] == "random"
 
 
+def test_onnx_export_has_no_converter_logs_or_warnings(tmp_path):
+    """tf2onnx's INFO lines and NumPy FutureWarnings, TensorFlow's logs: none without --verbose."""
+    proc = run_cli("export", "--model", "iresnet18", "--random-weights", "--format", "onnx",
+                   "--output", tmp_path / "m.onnx", timeout=400)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == ""
+    assert "weights: RANDOM" in proc.stdout and "\x1b[" not in proc.stdout
+
+
 def test_verbose_shows_tensorflow_output():
     quiet, verbose = run_cli("info"), run_cli("--verbose", "info")
     assert quiet.returncode == verbose.returncode == 0
