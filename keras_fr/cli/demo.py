@@ -2,6 +2,11 @@
 
 Stages, each timed and reported as one or more rows of the final table:
 
+0. ``recognize``: the path a user takes with real photos and real weights: ``keras_fr.FaceRecognizer``
+   with the shipped dlib ResNet (``dlib_v1``) detects and aligns the face in raw CelebA photos of
+   ``../shared/data/photos``, verifies two different people, verifies a photo against another photo
+   of the same person (an aligned crop from ``celeba299``), enrolls a small gallery from other photos
+   of each person and identifies the raw photos in it, and rejects a person who is not enrolled.
 1. ``build``: MSConvResNet50 and LGAFResNet100, with a pretrained preset when its file is available
    locally (``keras-fr info`` lists them), else random weights, said plainly; parameter counts and
    output shapes with and without the top.
@@ -43,7 +48,7 @@ EXAMPLES = """examples:
   keras-fr demo --data-dir ../shared/data --pairs-per-fold 10 --json
 """
 
-STAGES = ("build", "embed", "save/reload", "export", "fine-tune", "evaluate")
+STAGES = ("recognize", "build", "embed", "save/reload", "export", "fine-tune", "evaluate")
 
 #: (display name, registry name, input size) of the demo's networks.
 FULL_MODELS = (("MSConvResNet50", "msconv_resnet50", 112), ("LGAFResNet100", "lgaf_resnet100", 112))
@@ -243,7 +248,7 @@ class _Demo:
         if stage in (self.args.skip or []):
             self.row(stage, "-", "skipped: --skip", 0.0)
             return
-        self.say(f"[{STAGES.index(stage) + 1}/{len(STAGES)}] {stage}")
+        self.say(f"[{STAGES.index(stage)}/{len(STAGES) - 1}] {stage}")
         start = time.perf_counter()
         try:
             function()
@@ -256,6 +261,68 @@ class _Demo:
                      time.perf_counter() - start)
             if self.args.verbose:
                 traceback.print_exc()
+
+    # -- stage 0 --------------------------------------------------------------------------------
+    def recognize(self):
+        import csv
+
+        _require("keras_fr.detection", "face detection")
+        recognition = _require("keras_fr.recognition", "FaceRecognizer")
+        from keras_fr.preprocessing import load_image
+
+        photos = os.path.join(self.data_dir or "", "photos")
+        celeba = os.path.join(self.data_dir or "", "celeba299", "images")
+        if not (self.data_dir and os.path.isfile(os.path.join(photos, "index.csv")) and os.path.isdir(celeba)):
+            raise Skip("real photos not found (../shared/data/photos and celeba299)")
+        people = []  # (raw photo, identity, other aligned crops of that person)
+        with open(os.path.join(photos, "index.csv"), newline="") as f:
+            for row in csv.DictReader(f):
+                if row["source"] != "celeba" or row["n_faces"] != "1":
+                    continue
+                identity = row["identity"].split("_", 1)[1]
+                folder = os.path.join(celeba, identity)
+                others = sorted(n for n in os.listdir(folder) if n != os.path.basename(row["image"]))
+                if len(others) >= 3:
+                    people.append((os.path.join(photos, "images", row["image"]), identity,
+                                   [os.path.join(folder, n) for n in others[:3]]))
+        count = 3 if self.quick else 6
+        if len(people) < count + 1:
+            raise Skip("not enough photos")
+        start = time.perf_counter()
+        fr = recognition.FaceRecognizer()
+        self.row("recognize", "FaceRecognizer()", f"{fr.model_name} with weights {fr.weights} "
+                 f"({fr.spec.description}; default FAR {fr.far:.0e})", time.perf_counter() - start)
+        photo_a, id_a, crops_a = people[0]
+        start = time.perf_counter()
+        faces = fr.detect(photo_a)
+        h, w = load_image(photo_a).shape[:2]
+        box = ", ".join(f"{v:.0f}" for v in faces[0].box)
+        self.row("recognize", f"detect {os.path.basename(photo_a)} ({w}x{h})",
+                 f"{len(faces)} face, box [{box}], score {faces[0].score:.2f}, 5 landmarks + 68-point shape",
+                 time.perf_counter() - start)
+        start = time.perf_counter()
+        result = fr.verify(photo_a, people[1][0])
+        self.row("recognize", "verify two photos of different people", str(result), time.perf_counter() - start)
+        start = time.perf_counter()
+        emb = fr.embed(photo_a)
+        crop = fr.embed(load_image(crops_a[0]), aligned=True)
+        score = float(emb[0] @ crop[0])
+        threshold = fr.threshold_for()[0]
+        verdict = "same person" if score >= threshold else "different people"
+        self.row("recognize", f"verify a photo and another photo of person {id_a}",
+                 f"{verdict}: score {score:.4f} vs threshold {threshold:.4f}", time.perf_counter() - start)
+        start = time.perf_counter()
+        enrolled = people[:count]
+        for _, identity, crops in enrolled:
+            fr.enroll(identity, [load_image(c) for c in crops], aligned=True)
+        hits = sum(fr.identify(photo).name == identity for photo, identity, _ in enrolled)
+        stranger = fr.identify(people[count][0])
+        self.row("recognize", f"identify raw photos in a gallery of {count} people (3 other photos each)",
+                 f"{hits}/{count} found; a person not enrolled -> "
+                 f"{'unknown' if stranger.name is None else 'WRONGLY ' + stranger.name} "
+                 f"(best {stranger.score:.4f} < {stranger.threshold:.4f})", time.perf_counter() - start)
+        if hits < count - 1 or stranger.name is not None:
+            raise RuntimeError(f"identification found {hits}/{count}; stranger -> {stranger.name}")
 
     # -- stage 1 --------------------------------------------------------------------------------
     def build(self):
@@ -545,6 +612,7 @@ def run(args):
     demo.say(f"keras_fr demo ({'quick' if args.quick else 'full'}), Keras {keras.__version__}, "
              f"backend {keras.backend.backend()}; data: {demo.data_dir}")
     try:
+        demo.run_stage("recognize", demo.recognize)
         demo.run_stage("build", demo.build)
         demo.run_stage("embed", demo.embed)
         demo.run_stage("save/reload", demo.save_reload)

@@ -145,3 +145,17 @@ def test_verify_errors_in_a_real_process(tmp_path):
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("keras-fr verify: error:")
     assert "blank.jpg" in lines[0] or "broken.jpg" in lines[0]
+
+
+def test_demo_recognize_stage_on_real_photos(celeba_photos, dlib_available, capsys):
+    skips = []
+    for stage in ("build", "embed", "save/reload", "export", "fine-tune", "evaluate"):
+        skips += ["--skip", stage]
+    code = cli.main(["demo", "--quick", "--json", "--data-dir", str(PHOTOS.parent), *skips])
+    report = json.loads(capsys.readouterr().out)
+    assert code == 0 and report["failed"] is False, report
+    rows = [r for r in report["rows"] if r["stage"] == "recognize"]
+    results = " | ".join(r["result"] for r in rows)
+    assert "dlib_resnet with weights dlib_v1" in results
+    assert "different people: score" in results and "same person: score" in results
+    assert "3/3 found; a person not enrolled -> unknown" in results
