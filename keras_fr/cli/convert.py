@@ -40,8 +40,9 @@ def register(subparsers):
     parser.add_argument("--output", "-o", required=True,
                         help="output file: .weights.h5 (to keras) or .pt/.pth/.safetensors/.npz "
                         "(to torch)")
-    parser.add_argument("--arch", default="auto", choices=["auto"] + sorted(MODELS),
-                        help="network; 'auto' reads it from the checkpoint's keys (to keras only)")
+    parser.add_argument("--arch", default="auto", type=_arch_name, metavar="NAME",
+                        help=f"network: auto, {', '.join(sorted(MODELS))} (builder names such as "
+                        "IResNet50 accepted); 'auto' reads it from the checkpoint's keys (to keras only)")
     parser.add_argument("--to", default="keras", choices=["keras", "torch"], dest="direction",
                         help="conversion direction (default keras)")
     parser.add_argument("--no-top", action="store_true",
@@ -52,6 +53,18 @@ def register(subparsers):
                         help="compare with the PyTorch reference on random images (needs torch)")
     parser.add_argument("--samples", type=int, default=4, help="images for --verify (default 4)")
     parser.set_defaults(func=run)
+
+
+def _arch_name(value):
+    """argparse type of --arch: 'auto', or a registry or builder name -> the registry name."""
+    if value == "auto":
+        return value
+    from keras_fr.applications import canonical_name
+
+    try:
+        return canonical_name(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _verify(model, state, model_name, fusion, samples):

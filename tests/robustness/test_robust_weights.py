@@ -140,3 +140,16 @@ def test_cli_weights_and_random_weights_exclude_each_other(inputs, tmp_path, cap
                   "--random-weights", "--output", str(tmp_path / "e.npz")])
     assert info.value.code == 2
     assert "not allowed with argument" in capsys.readouterr().err
+
+
+def test_convert_arch_accepts_builder_names(inputs, tmp_path, capsys):
+    from keras_fr import cli
+
+    out = tmp_path / "r18.npz"
+    assert cli.main(["convert", str(inputs["r18"]), "--to", "torch", "--arch", "IResNet18",
+                     "--output", str(out)]) == 0
+    assert "wrote" in capsys.readouterr().out and out.is_file()
+    with pytest.raises(SystemExit) as info:
+        cli.main(["convert", str(inputs["r18"]), "--to", "torch", "--arch", "resnet9000",
+                  "--output", str(out)])
+    assert info.value.code == 2 and "resnet9000" in capsys.readouterr().err
