@@ -19,6 +19,10 @@ import pickle
 
 import numpy as np
 
+from keras_fr._atomic import atomic_path
+from keras_fr.evaluation.pairset import EncodedImages  # noqa: F401 - public here since the start
+from keras_fr.evaluation.pairset import PairSet
+
 
 def _latin1_bytes(path, args):
     if len(args) == 2 and isinstance(args[0], str) and args[1] in ("latin1", "latin-1"):
@@ -72,61 +76,6 @@ class _NoGlobalsUnpickler(pickle.Unpickler):
         raise pickle.UnpicklingError(f"{self._path}: persistent references are not allowed in a .bin file.")
 
 
-class EncodedImages:
-    """A sequence of encoded images (JPEG/PNG bytes) decoded on demand, a batch at a time.
-
-    Args:
-        data: list of ``bytes``-like encoded images.
-        source: the file they came from (named in errors).
-
-    Example:
-        >>> images = EncodedImages([open("face.jpg", "rb").read()])  # doctest: +SKIP
-        >>> images.load_batch([0]).shape  # doctest: +SKIP
-        (1, 112, 112, 3)
-    """
-
-    def __init__(self, data, source="<memory>"):
-        self.data = list(data)
-        self.source = str(source)
-
-    def __len__(self):
-        return len(self.data)
-
-    def __repr__(self):
-        return f"EncodedImages({len(self)} images from {self.source!r})"
-
-    def decode(self, index, image_size=None):
-        """Decode entry ``index`` to an RGB uint8 (H, W, 3) array (resized to ``image_size`` if given)."""
-        from PIL import Image
-
-        try:
-            with Image.open(io.BytesIO(self.data[index])) as img:
-                img = img.convert("RGB")
-                if image_size is not None and img.size != (image_size[1], image_size[0]):
-                    img = img.resize((image_size[1], image_size[0]), Image.BILINEAR)
-                return np.asarray(img, dtype=np.uint8)
-        except Exception as exc:  # PIL raises several types for broken data
-            raise ValueError(
-                f"{self.source}: image entry {index} cannot be decoded ({type(exc).__name__}: {exc})."
-            ) from None
-
-    def load_batch(self, indices, image_size=None):
-        """Decode the entries ``indices`` into one (B, H, W, 3) uint8 array."""
-        arrays = [self.decode(int(i), image_size) for i in indices]
-        return _stack(arrays, [f"{self.source} entry {int(i)}" for i in indices])
-
-
-def _stack(arrays, names):
-    shape = arrays[0].shape
-    for array, name in zip(arrays, names):
-        if array.shape != shape:
-            raise ValueError(
-                f"{name} is {array.shape[1]}x{array.shape[0]} but {names[0]} is {shape[1]}x{shape[0]}: "
-                "images of one batch must have one size (pass `image_size` to resize them)."
-            )
-    return np.stack(arrays)
-
-
 def _as_bytes(value):
     if isinstance(value, (bytes, bytearray)):
         return bytes(value)
@@ -159,8 +108,6 @@ def read_bin(path, check_images=True):
         >>> len(pairs), len(pairs.images)  # doctest: +SKIP
         (6000, 12000)
     """
-    from keras_fr.evaluation.pairs import PairSet
-
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"verification .bin file not found: {path}")
@@ -275,8 +222,6 @@ def write_bin(path, images, issame, image_format="JPEG"):
         )
     bins = [_encode(image, image_format) for image in images]
     path = os.fspath(path)
-    from keras_fr._atomic import atomic_path
-
     with atomic_path(path, suffix=".bin") as tmp:
         with open(tmp, "wb") as f:
             pickle.dump((bins, issame_list), f, protocol=pickle.HIGHEST_PROTOCOL)
