@@ -15,6 +15,10 @@ Alignments:
 import dataclasses
 import importlib
 
+import numpy as np
+
+from keras_fr.preprocessing import align_face, arcface_template, dlib_face_chip
+
 
 @dataclasses.dataclass(frozen=True)
 class InputSpec:
@@ -38,6 +42,31 @@ class InputSpec:
         """The preprocessing function itself."""
         module, name = self.preprocess.split(":")
         return getattr(importlib.import_module(module), name)
+
+    def crops_from_arcface(self, crops):
+        """ArcFace-aligned square crops (the layout of LFW/CFP/insightface sets) in this model's geometry.
+
+        Args:
+            crops: uint8 (N, S, S, 3) crops aligned to the ArcFace template at any size S.
+
+        Returns:
+            uint8 (N, size, size, 3): the same crops when they already fit, else re-cropped: the five
+            template points of the crop are the landmarks for this model's alignment (so a dlib model
+            gets a dlib chip, with black where the ArcFace crop holds no pixels).
+
+        Raises:
+            ValueError: crops that are not (N, S, S, 3).
+        """
+        crops = np.asarray(crops)
+        if crops.ndim != 4 or crops.shape[-1] != 3 or crops.shape[1] != crops.shape[2]:
+            raise ValueError(f"aligned crops must have shape (N, S, S, 3); got {crops.shape}.")
+        side = crops.shape[1]
+        if self.alignment == "arcface" and side == self.size:
+            return crops
+        points = arcface_template(side)
+        if self.alignment == "dlib_chip":
+            return np.stack([dlib_face_chip(c, points, size=self.size) for c in crops])
+        return np.stack([align_face(c, points, image_size=self.size) for c in crops])
 
 
 ARCFACE_112 = InputSpec(

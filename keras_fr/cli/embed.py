@@ -22,6 +22,7 @@ import time
 
 import numpy as np
 
+from keras_fr.applications.specs import input_spec
 from keras_fr.cli._common import (
     RANDOM,
     CLIError,
@@ -116,7 +117,7 @@ def l2_normalize(x, epsilon=1e-12):
     return x / np.maximum(norms, epsilon)
 
 
-def embed_images(model, images, batch_size=32, progress_label=None):
+def embed_images(model, images, batch_size=32, progress_label=None, spec=None):
     """Embed RGB `uint8` face crops with `model` and L2-normalize the rows.
 
     Args:
@@ -124,6 +125,8 @@ def embed_images(model, images, batch_size=32, progress_label=None):
         images: array of shape `(N, H, W, 3)`, RGB in [0, 255].
         batch_size: images per forward pass.
         progress_label: show a progress bar on stderr with this label (`None`: no bar).
+        spec: the model's `InputSpec`; its `preprocess` replaces `preprocess_input` (default `None`:
+            the ArcFace families' `x / 127.5 - 1`).
 
     Returns:
         float32 array `(N, D)` of unit-norm embeddings.
@@ -144,7 +147,9 @@ def embed_images(model, images, batch_size=32, progress_label=None):
     progress = Progress(len(images), progress_label or "", enabled=progress_label is not None)
     outputs = []
     for start in range(0, len(images), batch_size):
-        batch = preprocess_input(images[start : start + batch_size])
+        batch = (spec.preprocess_fn() if spec is not None else preprocess_input)(
+            images[start : start + batch_size]
+        )
         out = model(batch, training=False)
         if isinstance(out, (list, tuple)):
             out = out[0]
@@ -231,7 +236,7 @@ def load_faces(paths, landmarks_file=None, image_size=112, marks=None):
     return np.stack(faces, axis=0)
 
 
-def embed_files(model, paths, landmarks_file=None, batch_size=32, image_size=112, skipped=None):
+def embed_files(model, paths, landmarks_file=None, batch_size=32, image_size=112, skipped=None, spec=None):
     """Load, align (with landmarks) and embed image files a batch at a time, with a progress bar.
 
     Only one batch of images is in memory at a time, so a large folder needs little memory. The
@@ -245,6 +250,9 @@ def embed_files(model, paths, landmarks_file=None, batch_size=32, image_size=112
         image_size: the model's input size.
         skipped: `None` (default: the first unreadable image is an error), or a list: unreadable
             images and crops of the wrong size are then left out and `(path, reason)` appended to it.
+        spec: the model's `InputSpec` when it is not the ArcFace 112x112 convention (e.g. dlib's chip):
+            the files are then read as ArcFace 112x112 crops (or aligned to them with landmarks) and
+            re-cropped and normalized for the model (`InputSpec.crops_from_arcface`, its `preprocess`).
 
     Returns:
         float32 array `(len(paths), D)` of unit-norm embeddings (without the skipped images' rows).
@@ -273,7 +281,9 @@ def embed_files(model, paths, landmarks_file=None, batch_size=32, image_size=112
                     skipped.append((path, str(exc).splitlines()[0] if str(exc) else type(exc).__name__))
             faces = np.stack(good, axis=0) if good else None
         if faces is not None:
-            outputs.append(embed_images(model, faces, batch_size))
+            if spec is not None:
+                faces = spec.crops_from_arcface(faces)
+            outputs.append(embed_images(model, faces, batch_size, spec=spec))
         progress.update(len(chunk))
     if not outputs:
         raise CLIError(f"none of the {len(paths)} images could be read (all skipped).")
@@ -391,8 +401,12 @@ def run(args):
         if not paths:
             raise CLIError(f"none of the {len(args.images)} images could be read (all skipped).")
     model, weights_label = model_from_args(args)
-    size = model_image_size(model)
-    embeddings = embed_files(model, paths, args.landmarks, args.batch_size, size, skipped=skipped)
+    spec = input_spec(args.model)
+    if spec.alignment == "arcface":
+        size, spec = model_image_size(model), None
+    else:  # files are ArcFace crops, re-cropped for this model (e.g. dlib's 150x150 chip)
+        size = 112
+    embeddings = embed_files(model, paths, args.landmarks, args.batch_size, size, skipped=skipped, spec=spec)
     bad = {path for path, _ in skipped or []}
     kept = [p for p in paths if p not in bad]
     total = len(kept) + len(skipped or [])

@@ -9,6 +9,7 @@ import argparse
 import os
 import sys
 
+from keras_fr.applications.specs import input_spec
 from keras_fr.cli._common import (
     RANDOM,
     CLIError,
@@ -136,6 +137,12 @@ def run(args):
 
         lists = (read_image_list(args.gallery, args.image_root), read_image_list(args.probe, args.image_root))
     quiet = args.json
+    spec = input_spec(args.model)
+    if spec.alignment != "arcface" and (args.gallery or args.ijb_meta):
+        raise CLIError(
+            f"--model {args.model} takes {spec.description}; eval re-crops ArcFace-aligned images for it "
+            "in pairs sets only (--pairs), not yet for --gallery/--probe or IJB."
+        )
     model, weights_label = model_from_args(args, build=build_model)
     if weights_label == RANDOM:
         print("note: --random-weights: the numbers below mean nothing", file=sys.stderr)
@@ -155,7 +162,8 @@ def run(args):
         if not quiet:
             print(f"{name}: {len(pairs)} pairs, {len(pairs.images)} images")
         result = evaluation.evaluate_pairs(
-            model, pairs, batch_size=args.batch_size, flip=flip, nfolds=args.nfolds, verbose=verbose
+            model, pairs, batch_size=args.batch_size, flip=flip, nfolds=args.nfolds, verbose=verbose,
+            input_spec=spec,
         )
         report["verification"][name] = dict(result.to_dict(), source=pairs.source)
         curves[name] = (result.roc_fpr, result.roc_tpr)

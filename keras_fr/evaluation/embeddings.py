@@ -76,7 +76,8 @@ def _embed_batch(model, x):
 
 
 def extract_embeddings(
-    model, images, batch_size=64, flip=True, preprocess=True, verbose=1, image_size=None, normalize=True
+    model, images, batch_size=64, flip=True, preprocess=True, verbose=1, image_size=None, normalize=True,
+    input_spec=None,
 ):
     """Embed face images with a Keras model, batch by batch, as insightface's evaluation does.
 
@@ -100,6 +101,11 @@ def extract_embeddings(
             model's input size when it is fixed. Arrays are passed as they are.
         normalize: L2-normalize (default). ``False`` returns the raw (flip-summed) outputs, whose norm
             insightface's IJB protocol keeps as a quality weight.
+        input_spec: the model's ``keras_fr.applications.specs.InputSpec`` (``input_spec(name)``). The
+            images are then taken as ArcFace-aligned crops and brought into the model's own geometry
+            (``InputSpec.crops_from_arcface``, e.g. dlib's 150x150 chip) and normalization (its
+            ``preprocess``) instead of being resized and scaled to [-1, 1]. ``None``: the ArcFace 112x112
+            convention of the MSConv/IResNet/LGAF families.
 
     Returns:
         float32 (N, D) array of unit-norm embeddings (raw if ``normalize=False``), in the order of
@@ -127,19 +133,27 @@ def extract_embeddings(
     n = len(source)
     if n == 0:
         raise ValueError("`images` is empty.")
-    if image_size is None:
+    recrop = input_spec is not None and (
+        input_spec.alignment != "arcface" or image_size not in (None, (input_spec.size,) * 2)
+    )
+    scale = input_spec.preprocess_fn() if input_spec is not None else preprocess_input
+    if recrop:
+        image_size = None  # decode at the files' own size, then re-crop to the model's geometry
+    elif image_size is None:
         image_size = _model_image_size(model)
     progbar = keras.utils.Progbar(n, verbose=verbose, unit_name="image") if verbose else None
     chunks = []
     for start in range(0, n, batch_size):
         indices = np.arange(start, min(start + batch_size, n))
         x = source.load_batch(indices, image_size)
+        if recrop:
+            x = input_spec.crops_from_arcface(x)
         b = x.shape[0]
         if flip:
             x = np.concatenate([x, x[:, :, ::-1, :]], axis=0)
         # the raw model trusts its input: check the range here (min/max of the batch, cheap)
         check_input_range(x, preprocessed=not preprocess, name=f"`images` (batch at {start})")
-        x = preprocess_input(x) if preprocess else np.asarray(x, dtype=np.float32)
+        x = scale(x) if preprocess else np.asarray(x, dtype=np.float32)
         out = _embed_batch(model, x)
         if out.shape[0] != x.shape[0]:
             raise ValueError(f"the model returned {out.shape[0]} embeddings for a batch of {x.shape[0]} images.")

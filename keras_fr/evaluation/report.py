@@ -13,7 +13,8 @@ from keras_fr.evaluation.verification import verify_pairs
 
 
 def evaluate_pairs(
-    model, pairs_source, batch_size=64, flip=True, nfolds=10, preprocess=True, verbose=1, return_embeddings=False
+    model, pairs_source, batch_size=64, flip=True, nfolds=10, preprocess=True, verbose=1, return_embeddings=False,
+    input_spec=None,
 ):
     """Embed a verification set with ``model`` and measure it with insightface's protocol.
 
@@ -29,6 +30,7 @@ def evaluate_pairs(
         preprocess: apply ``preprocess_input`` (RGB [0, 255] -> [-1, 1]).
         verbose: progress bar (1) or silent (0).
         return_embeddings: also return the (M, D) embeddings of the unique images.
+        input_spec: the model's input specification (see :func:`extract_embeddings`).
 
     Returns:
         A :class:`VerificationResult` with an extra attribute ``seconds`` (embedding + scoring time);
@@ -43,7 +45,10 @@ def evaluate_pairs(
     """
     pairs = read_pairs(pairs_source)
     start = time.perf_counter()
-    emb = extract_embeddings(model, pairs.images, batch_size=batch_size, flip=flip, preprocess=preprocess, verbose=verbose)
+    emb = extract_embeddings(
+        model, pairs.images, batch_size=batch_size, flip=flip, preprocess=preprocess, verbose=verbose,
+        input_spec=input_spec,
+    )
     # extract_embeddings already normalized them exactly as verify_pairs would.
     result = verify_pairs(emb[pairs.pairs[:, 0]], emb[pairs.pairs[:, 1]], pairs.issame, nfolds=nfolds, normalize=False)
     result.seconds = time.perf_counter() - start

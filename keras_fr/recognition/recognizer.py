@@ -29,7 +29,7 @@ from keras_fr.applications import canonical_name, get_model
 from keras_fr.applications.specs import input_spec
 from keras_fr.applications.weights import default_preset, get_manifest
 from keras_fr.evaluation.calibration import parse_far_key
-from keras_fr.preprocessing import align_face, arcface_template, dlib_face_chip, load_image
+from keras_fr.preprocessing import align_face, dlib_face_chip, load_image
 from keras_fr.recognition.gallery import Gallery
 
 #: FAR of the default decision threshold.
@@ -259,13 +259,7 @@ class FaceRecognizer:
             )
         if crop.shape[0] != crop.shape[1]:
             raise ValueError(f"{where}: an aligned face must be square (ArcFace 112x112); got {crop.shape}.")
-        if self.spec.alignment == "dlib_chip":
-            points = arcface_template(crop.shape[0])
-            return dlib_face_chip(crop, points, size=self.spec.size)
-        if crop.shape[0] != self.spec.size:
-            points = arcface_template(crop.shape[0])
-            return align_face(crop, points, image_size=self.spec.size)
-        return crop
+        return self.spec.crops_from_arcface(crop[None])[0]
 
     def _crops(self, images, aligned):
         if isinstance(images, (str, os.PathLike)) or (

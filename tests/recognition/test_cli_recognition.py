@@ -159,3 +159,24 @@ def test_demo_recognize_stage_on_real_photos(celeba_photos, dlib_available, caps
     assert "dlib_resnet with weights dlib_v1" in results
     assert "different people: score" in results and "same person: score" in results
     assert "3/3 found; a person not enrolled -> unknown" in results
+
+
+def test_embed_and_eval_recrop_for_the_dlib_model(people, tmp_path, capsys):
+    """`embed`/`eval`/`extract_embeddings` on ArcFace crops give a dlib model dlib's chip and
+    normalization: the same embeddings as FaceRecognizer(aligned=True), not resized 112 crops."""
+    from keras_fr.applications.specs import input_spec
+    from keras_fr.evaluation import extract_embeddings
+    from keras_fr.recognition import FaceRecognizer
+
+    root, _ = people
+    files = sorted(str(p) for p in root.rglob("*.jpg"))[:4]
+    fr = FaceRecognizer()
+    expected = fr.embed([load_image(f) for f in files], aligned=True)
+    out = tmp_path / "e.npz"
+    assert cli.main(["embed", *files, "--model", "DlibResNet", "--output", str(out)]) == 0
+    np.testing.assert_allclose(np.load(out)["embeddings"], expected, atol=1e-5)
+    got = extract_embeddings(fr.model, files, flip=False, verbose=0, input_spec=input_spec("dlib_resnet"))
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+    # Without the spec the crops would be resized and scaled the ArcFace way: clearly different.
+    naive = extract_embeddings(fr.model, files, flip=False, verbose=0)
+    assert np.min(np.sum(naive * expected, axis=1)) < 0.999
