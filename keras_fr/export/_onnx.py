@@ -10,6 +10,7 @@ import numpy as np
 from keras_fr._atomic import atomic_path
 from keras_fr.export import _common
 from keras_fr.export import _prepare
+from keras_fr.layers.export_hooks import ExportTarget
 
 #: tf2onnx 1.17 knows opsets up to 18; below 13 some operators used here (e.g. Split) differ.
 MIN_OPSET, MAX_OPSET = 13, 18
@@ -51,8 +52,7 @@ def _convert(serving, tmp, opset):
     tf2onnx_logger.setLevel(logging.ERROR)
     tf2onnx_logger.propagate = False
     try:
-        with _common.stdout_to_stderr(), contextlib.redirect_stdout(io.StringIO()), \
-                _prepare.native_grouped_conv_tracing():
+        with _common.stdout_to_stderr(), contextlib.redirect_stdout(io.StringIO()):
             serving.export(
                 tmp, format="onnx", opset_version=opset, verbose=False, input_signature=[signature]
             )
@@ -140,8 +140,8 @@ def to_onnx(
     112; the file takes RGB in [-1, 1], i.e. `(pixel - 127.5) / 127.5`).
 
     Grouped convolutions (MSConv) become one ONNX `Conv` with `group=G`. If that fails
-    (`grouped_conv="auto"`), the model is rebuilt with MSConv's `grouped_conv="split"` formulation
-    and converted again.
+    (`grouped_conv="auto"`), the model is rebuilt in the split formulation of the layers that offer
+    one (MSConv's `grouped_conv="split"`) and converted again.
 
     Unless `verify=False`, the file is written to a temporary name in the destination folder, run
     with ONNX Runtime on a batch of face-like inputs (and on a single input), and kept only if max
@@ -198,7 +198,10 @@ def to_onnx(
     failures = []
     with atomic_path(path) as tmp:  # removed on any error, SIGINT or SIGTERM; renamed when verified
         for formulation in candidates:
-            source = _prepare.formulation_source(model, formulation, has_grouped, can_split)
+            # Layers that need another formulation for an ONNX file say so (export hooks), e.g.
+            # grouped convolutions that trace to one `Conv` with `group=G`, or the split ones.
+            target = ExportTarget("onnx", grouped_conv=formulation)
+            source = _prepare.export_source(model, target)
             serving = _prepare.serving_model(source, channels_first=bool(channels_first))
             try:
                 complaints = _convert(serving, tmp, int(opset))

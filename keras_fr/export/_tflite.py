@@ -8,6 +8,7 @@ from keras_fr import _quiet
 from keras_fr._atomic import atomic_path
 from keras_fr.export import _common
 from keras_fr.export import _prepare
+from keras_fr.layers.export_hooks import ExportTarget
 
 #: Builtin operators that hold state; an inference graph must not contain them.
 STATEFUL_OPS = frozenset(
@@ -74,18 +75,10 @@ def _converter_kwargs(quantize, representative):
     return kwargs
 
 
-#: Layers whose arithmetic stays float32 in int8 files: LGAF's quality fusion normalizes feature norms
-#: by a small stored std and divides by the sum of the normalized norms; int8 norms are far too coarse
-#: for that (LGAFResNet50: cosine 0.83) and a sum quantized to zero stops the int8 DIV kernel.
-FLOAT_ISLAND_LAYERS = ("FeatureQualityFusion",)
-
-
 def float_island_names(model):
-    """Names of the layers (anywhere in ``model``) that int8 export keeps in float32."""
-    return sorted(
-        layer.name for layer in _prepare.all_layers(model)
-        if type(layer).__name__ in FLOAT_ISLAND_LAYERS
-    )
+    """Names of the layers (anywhere in ``model``) that int8 export keeps in float32: those that
+    declare ``keep_float32_in_int8`` (``keras_fr.layers.export_hooks``)."""
+    return _prepare.float32_layer_names(model)
 
 
 def _outputs_of_layers(model_content, layer_names):
@@ -211,9 +204,10 @@ def to_tflite(
     are exported in inference mode (the model is called with `training=False`).
 
     Grouped convolutions (MSConv, `groups=32`) lower to the builtin `CONV_2D`. If a converter cannot
-    express them (`grouped_conv="auto"`), the model is rebuilt with MSConv's `grouped_conv="split"`
-    formulation (same weights, per-group convolutions + concatenation) and converted again; the
-    verification then compares the file with the original model.
+    express them (`grouped_conv="auto"`), the model is rebuilt in the split formulation of the layers
+    that offer one (MSConv's `grouped_conv="split"`: same weights, per-group convolutions +
+    concatenation) and converted again; the verification then compares the file with the original
+    model.
 
     Unless `verify=False`, the file is written to a temporary name in the destination folder, run
     with the LiteRT interpreter on a batch of inputs, compared with the Keras model and only then
@@ -227,8 +221,10 @@ def to_tflite(
         quantize: `None` (float32), `"float16"` (float16 weights, float32 compute),
             `"dynamic"` (int8 weights, dynamic-range activations) or `"int8"` (full-integer: int8
             weights and activations calibrated on `representative_data`; float32 input and output;
-            MSConv's -inf-padded max pool uses equivalent edge padding, and LGAF's
-            `FeatureQualityFusion` stays float32 because int8 norms are too coarse for it).
+            layers may ask for an int8 formulation, e.g. MSConv's -inf-padded max pool uses
+            equivalent edge padding, and layers may stay float32, e.g. LGAF's
+            `FeatureQualityFusion`, because int8 norms are too coarse for it; see
+            `keras_fr.layers.export_hooks`).
         representative_data: calibration images for `"int8"`: an image folder, a pairs file
             (`.csv`/`.txt`/`.bin`, via `keras_fr.evaluation.read_pairs`), an array of images (uint8
             pixels, or float32 already preprocessed to [-1, 1]) or an iterable of such arrays. When
@@ -299,11 +295,10 @@ def to_tflite(
     failures = []
     with atomic_path(path) as tmp:  # removed on any error, SIGINT or SIGTERM; renamed when verified
         for formulation in candidates:
-            source = _prepare.formulation_source(model, formulation, has_grouped, can_split)
-            if quantize == "int8":
-                # -inf padding (PyTorch-exact max pool) would put -inf into a calibrated range;
-                # edge padding gives the same maxima with finite values.
-                source, _ = _prepare.edge_padded_max_pool_clone(source)
+            # Layers that need another formulation for this file say so (export hooks), e.g. the
+            # split grouped convolutions, or edge padding instead of -inf padding in int8 files.
+            target = ExportTarget("tflite", quantize=quantize, grouped_conv=formulation)
+            source = _prepare.export_source(model, target)
             serving = _prepare.serving_model(source)
             islands = float_island_names(source) if quantize == "int8" else []
             try:

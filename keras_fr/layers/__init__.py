@@ -13,6 +13,9 @@ _PUBLIC = {
     "FeatureQualityFusion": "keras_fr.layers.lgaf",
     # margin-based softmax
     "MarginHead": "keras_fr.layers.margin",
+    # what a layer tells the exporters (keras_fr.export)
+    "ExportHooks": "keras_fr.layers.export_hooks",
+    "ExportTarget": "keras_fr.layers.export_hooks",
 }
 
 __getattr__, __dir__ = lazy_namespace(__name__, _PUBLIC)

@@ -20,6 +20,8 @@ import keras
 from keras import layers
 from keras import ops
 
+from keras_fr.layers.export_hooks import ExportHooks
+
 #: The paper's default scales as (kernel size, dilation): 1x1, 3x3 and a dilated 3x3 (5x5 equivalent).
 DEFAULT_SCALES = ((1, 1), (3, 1), (3, 2))
 FUSION_MODES = ("quality", "add", "local", "global")
@@ -84,6 +86,10 @@ class LANet(layers.Layer):
     (2, 7, 7, 128)
     """
 
+    #: PyTorch module paths of the sublayers that own weights (Keras name: "." -> "_"), read by
+    #: keras_fr.conversion.mapping to map checkpoint keys.
+    torch_modules = ("reduce", "expand")
+
     def __init__(self, reduction=16, **kwargs):
         super().__init__(**kwargs)
         _check_positive_int("LANet", "reduction", reduction)
@@ -132,6 +138,10 @@ class SqueezeExcite(layers.Layer):
     >>> SqueezeExcite()(keras.ops.ones((2, 7, 7, 384))).shape
     (2, 7, 7, 384)
     """
+
+    #: PyTorch module paths of the sublayers that own weights (Keras name: "." -> "_"), read by
+    #: keras_fr.conversion.mapping to map checkpoint keys.
+    torch_modules = ("reduce", "expand")
 
     def __init__(self, reduction=16, **kwargs):
         super().__init__(**kwargs)
@@ -196,6 +206,10 @@ class MultiScaleLocalHead(layers.Layer):
     >>> head(keras.ops.ones((2, 7, 7, 512))).shape
     (2, 128)
     """
+
+    #: PyTorch module paths of the sublayers that own weights (Keras name: "." -> "_"), read by
+    #: keras_fr.conversion.mapping to map checkpoint keys.
+    torch_modules = ("scales.{}.{}", "lanets.{}", "se", "proj_fc", "proj_bn")
 
     def __init__(
         self,
@@ -313,6 +327,10 @@ class MultiHeadLocal(layers.Layer):
     (1, 512)
     """
 
+    #: PyTorch module paths of the sublayers that own weights (Keras name: "." -> "_"), read by
+    #: keras_fr.conversion.mapping to map checkpoint keys.
+    torch_modules = ("heads.{}",)
+
     def __init__(
         self,
         num_heads=4,
@@ -376,7 +394,7 @@ class MultiHeadLocal(layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="keras_fr")
-class FeatureQualityFusion(layers.Layer):
+class FeatureQualityFusion(ExportHooks, layers.Layer):
     """FQA + LGF: fuses the local and global features weighted by their feature-norm quality.
 
     For each sample, Z_j = ||T^j|| (Eq. 4-5) for j in (local, global). The layer keeps
@@ -430,6 +448,11 @@ class FeatureQualityFusion(layers.Layer):
     >>> fused.shape
     (3, 512)
     """
+
+    #: Export hook: stays float32 in int8 TFLite files. The normalized norms divide by a small
+    #: stored std and then by their sum: int8 norms are far too coarse for that (LGAFResNet50's
+    #: cosine fell to 0.83), and a sum quantized to zero stops the int8 DIV kernel.
+    keep_float32_in_int8 = True
 
     def __init__(
         self,

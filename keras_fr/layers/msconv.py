@@ -9,12 +9,20 @@ their PyTorch path (``convs.1.0`` -> ``convs_1_0``) so checkpoints convert mecha
 
 Also here: ``PaddedMaxPooling2D`` (PyTorch's max pool, which pads with -inf) and
 ``clone_with_grouped_conv`` (swap how the grouped convolutions are computed, e.g. before a TFLite export).
+
+Both layers tell the exporters what they need through the export hooks
+(``keras_fr.layers.export_hooks``): MSConv rebuilds itself in the grouped-convolution formulation the
+exporter asks for (for ONNX, with grouped convolutions that trace to one ``Conv`` with ``group=G``), and
+the -inf-padded max pool becomes an edge-padded one in int8 files.
 """
 
 import functools
 
 import keras
 from keras import ops
+
+from keras_fr.layers.export_hooks import ExportHooks
+from keras_fr.layers.export_hooks import GraphGroupedConv2D
 
 #: PyTorch BatchNorm defaults (eps 1e-5, momentum 0.1 == Keras momentum 0.9).
 BN_EPSILON = 1e-5
@@ -98,7 +106,7 @@ def resolve_grouped_conv(grouped_conv):
 
 
 @keras.saving.register_keras_serializable(package="keras_fr")
-class MSConv(keras.layers.Layer):
+class MSConv(ExportHooks, keras.layers.Layer):
     """The MSConv block (Multiplicative and Subtractive Convolution), exact to the reference.
 
     With input ``x`` of C channels (``F = filters or C``) and ``d = max(F // reduction, min_dim)``:
@@ -150,6 +158,13 @@ class MSConv(keras.layers.Layer):
     (2, 14, 14, 64)
     """
 
+    #: Export hook: both formulations can be rebuilt for a file (see ``export_variant``).
+    export_grouped_conv_modes = ("native", "split")
+    #: PyTorch module paths of the sublayers (Keras name: "." -> "_"), for checkpoint key mapping.
+    torch_modules = ("convs.{}.{}", "fc.{}", "fcs.{}.{}", "fc_d.{}")
+    #: The layer class of the grouped 3x3 convolutions.
+    _grouped_conv_class = keras.layers.Conv2D
+
     def __init__(
         self,
         filters=None,
@@ -192,7 +207,8 @@ class MSConv(keras.layers.Layer):
     def _conv_bn_prelu(self, prefix, filters, kernel_size=1, strides=1, dilation=1, groups=1):
         """Create ``{prefix}_0`` (conv), ``{prefix}_1`` (BN), ``{prefix}_2`` (single-slope PReLU)."""
         policy = self.dtype_policy
-        conv = keras.layers.Conv2D(
+        conv_class = self._grouped_conv_class if groups > 1 else keras.layers.Conv2D
+        conv = conv_class(
             filters,
             kernel_size,
             strides=strides,
@@ -322,6 +338,21 @@ class MSConv(keras.layers.Layer):
         filters = self.filters or input_shape[-1]
         return (input_shape[0], out(input_shape[1]), out(input_shape[2]), filters)
 
+    def export_variant(self, target):
+        """Export hook: this layer in ``target.grouped_conv``'s formulation, or None if it is already.
+
+        For ONNX in the native formulation the copy's grouped convolutions are ``GraphGroupedConv2D``
+        layers, which tf2onnx turns into one ``Conv`` with ``group=G`` each. The copy has the same
+        name, configuration (but ``grouped_conv``) and weights layout.
+        """
+        mode = target.grouped_conv
+        cls = _MSConvForGraphConverters if (target.format == "onnx" and mode == "native") else MSConv
+        if type(self) is cls and self.grouped_conv == mode:
+            return None
+        config = self.get_config()
+        config["grouped_conv"] = mode
+        return cls.from_config(config)
+
     def get_config(self):
         config = super().get_config()
         config.update(
@@ -339,8 +370,17 @@ class MSConv(keras.layers.Layer):
         return config
 
 
+class _MSConvForGraphConverters(MSConv):
+    """MSConv whose grouped convolutions trace to single graph operations (``GraphGroupedConv2D``).
+
+    Only what ``MSConv.export_variant`` gives an ONNX export; never saved.
+    """
+
+    _grouped_conv_class = GraphGroupedConv2D
+
+
 @keras.saving.register_keras_serializable(package="keras_fr")
-class PaddedMaxPooling2D(keras.layers.Layer):
+class PaddedMaxPooling2D(ExportHooks, keras.layers.Layer):
     """Max pooling with PyTorch's symmetric padding, padded with -inf (``nn.MaxPool2d(k, s, p)``).
 
     Keras ``padding="same"`` pads asymmetrically at stride 2, and zero padding is wrong when
@@ -388,12 +428,48 @@ class PaddedMaxPooling2D(keras.layers.Layer):
 
         return (input_shape[0], out(input_shape[1]), out(input_shape[2]), input_shape[3])
 
+    def export_variant(self, target):
+        """Export hook: in a full-integer int8 file, the same pooling with edge padding.
+
+        -inf padding would put -inf into a calibrated activation range; with ``padding <= pool_size //
+        2`` (always true here) every window that reaches into the padding also holds the edge pixel
+        the padding repeats, so edge padding gives the same maxima with finite values.
+        """
+        if target.quantize != "int8" or not self.padding:
+            return None
+        return EdgePaddedMaxPooling2D(
+            pool_size=self.pool_size, strides=self.strides, padding=self.padding, name=self.name,
+            dtype=self.dtype_policy,
+        )
+
     def get_config(self):
         config = super().get_config()
         config.update(
             {"pool_size": self.pool_size, "strides": self.strides, "padding": self.padding}
         )
         return config
+
+
+@keras.saving.register_keras_serializable(package="keras_fr")
+class EdgePaddedMaxPooling2D(PaddedMaxPooling2D):
+    """``PaddedMaxPooling2D`` padded by repeating the edge rows and columns instead of with -inf.
+
+    Equal to -inf padding whenever ``padding <= pool_size // 2`` (which the arguments enforce): a
+    window that reaches into the padding also contains the edge pixel the padding repeats. What
+    ``PaddedMaxPooling2D`` becomes in int8 TFLite files, where every value must be finite.
+    """
+
+    def call(self, inputs):
+        p = self.padding
+        x = ops.pad(inputs, [[0, 0], [p, p], [p, p], [0, 0]], mode="symmetric") if p else inputs
+        return ops.max_pool(
+            x, pool_size=self.pool_size, strides=self.strides, padding="valid",
+            data_format="channels_last",
+        )
+
+    def export_variant(self, target):
+        del target
+        return None
 
 
 def clone_with_grouped_conv(model, grouped_conv):
