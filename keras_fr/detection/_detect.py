@@ -6,6 +6,7 @@ import os
 import numpy as np
 
 from keras_fr.detection import _models
+from keras_fr.preprocessing import as_rgb_image as preprocessing_as_rgb_image
 
 DETECTORS = ("auto", "hog", "cnn")
 POLICIES = ("largest", "central")
@@ -87,45 +88,12 @@ def _readonly(array):
 
 
 def as_rgb_image(image, argument="image"):
-    """An RGB uint8 ``(H, W, 3)`` C-contiguous array from a path or a gray/RGB/RGBA uint8 array.
-
-    Paths go through :func:`keras_fr.preprocessing.load_image` (EXIF orientation applied). Gray
-    arrays are replicated to three channels and RGBA arrays composited onto white, as ``load_image``
-    does for such files, so an array and the file it came from give the same faces.
-    """
-    from keras_fr.preprocessing import load_image
-
-    if isinstance(image, (str, os.PathLike)):
-        path = os.fspath(image)
-        try:
-            return load_image(path)
-        except FileNotFoundError:
-            raise _ImageFileNotFound(f"`{argument}`: image file not found: {path!r}.") from None
-    if not isinstance(image, np.ndarray):
-        raise ValueError(
-            f"`{argument}` must be an image file path or a uint8 numpy array of shape (H, W), "
-            f"(H, W, 3) or (H, W, 4); got {type(image).__name__}."
-        )
-    if image.dtype != np.uint8:
-        raise ValueError(
-            f"`{argument}` must have dtype uint8 (pixel values 0-255); got {image.dtype}. Convert "
-            "it, e.g. np.clip(x * 255, 0, 255).astype(np.uint8) for floats in [0, 1]."
-        )
-    shape_ok = image.ndim == 2 or (image.ndim == 3 and image.shape[2] in (3, 4))
-    if not shape_ok or image.shape[0] < 1 or image.shape[1] < 1:
-        raise ValueError(
-            f"`{argument}` must have shape (H, W) (grayscale), (H, W, 3) (RGB) or (H, W, 4) (RGBA) "
-            f"with H, W >= 1; got shape {image.shape}."
-        )
-    if image.ndim == 2:
-        image = np.repeat(image[:, :, None], 3, axis=2)
-    elif image.shape[2] == 4:
-        from PIL import Image
-
-        from keras_fr.preprocessing import _to_rgb_uint8
-
-        image = _to_rgb_uint8(Image.fromarray(np.ascontiguousarray(image)))  # (H, W, 4) uint8: RGBA
-    return np.ascontiguousarray(image)
+    """:func:`keras_fr.preprocessing.as_rgb_image`, with a missing file reported as both
+    ``FileNotFoundError`` and ``ValueError`` (the detection API promises ValueError for bad files)."""
+    try:
+        return preprocessing_as_rgb_image(image, argument)
+    except FileNotFoundError as exc:
+        raise _ImageFileNotFound(str(exc)) from None
 
 
 def _check_options(detector, upsample, max_side):

@@ -29,7 +29,7 @@ from keras_fr.applications import canonical_name, get_model
 from keras_fr.applications.specs import input_spec
 from keras_fr.applications.weights import default_preset, get_manifest
 from keras_fr.evaluation.calibration import parse_far_key
-from keras_fr.preprocessing import align_face, dlib_face_chip, load_image
+from keras_fr.preprocessing import align_face, as_rgb_image, dlib_face_chip, load_image
 from keras_fr.recognition.gallery import Gallery
 
 #: FAR of the default decision threshold.
@@ -212,10 +212,10 @@ class FaceRecognizer:
     # -- detection and alignment -------------------------------------------------------------------
     @staticmethod
     def _photo_array(photo):
+        """(RGB uint8 array, how to name it in errors) from a path or a gray/RGB/RGBA uint8 array."""
         if isinstance(photo, (str, os.PathLike)):
             return load_image(photo), os.fspath(photo)
-        array = np.asarray(photo)
-        return array, "the image"
+        return as_rgb_image(photo, "photo"), "the image"
 
     def detect(self, photo):
         """Every face in ``photo`` (``keras_fr.detection.DetectedFace`` list)."""

@@ -100,7 +100,17 @@ def test_detection_errors(recognizer, dlib_available, tmp_path):
     bad.write_bytes(b"not an image")
     with pytest.raises(ValueError, match="broken.jpg"):
         recognizer.embed(str(bad))
-    with pytest.raises(ValueError, match="RGB uint8"):
+    with pytest.raises(ValueError, match="`photo` must have dtype uint8"):
         recognizer.embed(np.zeros((112, 112), np.float32), aligned=True)
     with pytest.raises(ValueError, match="square"):
         recognizer.embed(np.zeros((112, 96, 3), np.uint8), aligned=True)
+
+
+def test_gray_and_rgba_photo_arrays(recognizer, celeba_photos, dlib_available):
+    photo = load_image(celeba_photos[0][0])
+    rgba = np.concatenate([photo, np.full(photo.shape[:2] + (1,), 255, np.uint8)], axis=2)
+    np.testing.assert_allclose(recognizer.embed(rgba), recognizer.embed(photo), atol=1e-6)
+    gray = photo.mean(axis=2).astype(np.uint8)
+    # Same person in grey: still well above the FAR 1e-2 threshold against the colour photo.
+    score = float(recognizer.embed(gray)[0] @ recognizer.embed(photo)[0])
+    assert score >= recognizer.threshold_for(1e-2)[0]
