@@ -409,7 +409,11 @@ def build(cfg):
 
 
 CONFIG_KEYS = ("seed", "depth", "teacher_dim", "lr", "weight_decay", "warmup_steps", "min_lr_ratio",
-               "batch_size", "phases", "relational_weight", "relational_space", "zoom", "shift", "bf16")
+               "batch_size", "phases", "relational_weight", "relational_space", "zoom", "shift", "bf16",
+               "center_teacher")
+#: Settings added after checkpoints were first written: the value such a checkpoint was made with.
+#: (Every checkpoint written before ``center_teacher`` was recorded comes from the centred run.)
+CONFIG_DEFAULTS = {"center_teacher": True}
 
 
 class DistillRun:
@@ -418,7 +422,7 @@ class DistillRun:
 
     def __init__(self, cfg, data, val, ckpt_dir, docs_dir=None, ckpt_minutes=15.0, log_every=20,
                  repo_export=None, log=print):
-        self.cfg = {k: cfg[k] for k in CONFIG_KEYS}
+        self.cfg = {k: cfg.get(k, CONFIG_DEFAULTS.get(k)) for k in CONFIG_KEYS}
         self.data, self.val = data, val
         self.ckpt_dir, self.docs_dir = Path(ckpt_dir), (Path(docs_dir) if docs_dir else None)
         self.ckpt_minutes, self.log_every, self.repo_export, self.log = ckpt_minutes, log_every, repo_export, log
@@ -443,6 +447,7 @@ class DistillRun:
         }
 
     def _check_config(self, ckpt):
+        ckpt["config"] = {**CONFIG_DEFAULTS, **ckpt["config"]}
         if ckpt["config"] != self.cfg or ckpt["steps_per_epoch"] != self.steps_per_epoch:
             diff = {k: (ckpt["config"].get(k), v) for k, v in self.cfg.items() if ckpt["config"].get(k) != v}
             raise SystemExit(f"checkpoint was made with another configuration or data size: {diff} "

@@ -105,3 +105,26 @@ def test_schedule_is_a_function_of_the_step():
         tod.parse_phases("64:0")
     same = np.array([0.9, 0.8]), np.array([0.1, 0.85])
     assert tod.best_balanced_accuracy(*same) == pytest.approx(0.75)
+
+
+def test_centred_targets_and_the_resume_check(tmp_path):
+    torch.set_num_threads(1)
+    tod = _load_script()
+    rng = np.random.default_rng(5)
+    targets = [rng.normal(2.0, 1.0, size=(6, 4)).astype(np.float32),
+               rng.normal(2.0, 1.0, size=(5, 4)).astype(np.float32)]
+    src = np.array([[0, 0], [0, 2], [0, 5], [1, 1], [1, 4]])  # rows used for training
+    data = {"targets": targets, "train_src": src, "val_targets": targets[1][[0, 2]]}
+    out = tod.center_targets(data)
+    used = np.stack([targets[s][i] for s, i in src]).astype(np.float64)
+    mean = used.mean(axis=0)
+    np.testing.assert_allclose(out["targets"][0], targets[0] - mean, atol=1e-6)
+    np.testing.assert_allclose(out["val_targets"], targets[1][[0, 2]] - mean, atol=1e-6)
+    np.testing.assert_allclose(np.stack([out["targets"][s][i] for s, i in src]).mean(axis=0), 0, atol=1e-6)
+    # A checkpoint made with centred targets refuses to resume with raw ones (and the reverse).
+    quiet = lambda *a: None  # noqa: E731
+    run = tod.DistillRun(_config(), _data(tod), _val(tod), tmp_path / "c", log=quiet)
+    run.run(max_steps=1)
+    other = tod.DistillRun(_config(center_teacher=False), _data(tod), _val(tod), tmp_path / "c", log=quiet)
+    with pytest.raises(SystemExit, match="center_teacher"):
+        other.load(tmp_path / "c" / "last.pt")
