@@ -180,3 +180,12 @@ def test_embed_and_eval_recrop_for_the_dlib_model(people, tmp_path, capsys):
     # Without the spec the crops would be resized and scaled the ArcFace way: clearly different.
     naive = extract_embeddings(fr.model, files, flip=False, verbose=0)
     assert np.min(np.sum(naive * expected, axis=1)) < 0.999
+
+
+def test_verify_several_faces_is_refused_unless_told(celeba_photos, dlib_available, capsys):
+    two = str(PHOTOS / "images" / "celeba" / "006060.jpg")  # dlib's reference finds 2 faces here
+    other = celeba_photos[0][0]
+    code = cli.main(["verify", two, other])
+    _one_line_error(capsys, "verify", "2 faces found in", code)
+    assert cli.main(["verify", two, other, "--face", "largest", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["same"] is False
