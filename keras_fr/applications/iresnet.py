@@ -76,6 +76,28 @@ class FrozenScaleBatchNormalization(layers.BatchNormalization):
         self.gamma.trainable = False
 
 
+#: The PyTorch module path of every top-level layer that owns weights (backbone and embedding head), ``{}``
+#: standing for an index; the Keras layer name is the path with "." -> "_".
+#: keras_fr.conversion.mapping derives each weight's PyTorch key from these paths (both
+#: directions) and refuses a layer name that starts like one of them but matches none: a new
+#: module is declared here.
+TORCH_MODULES = (
+    "conv1",
+    "bn1",
+    "prelu",
+    "layer{}.{}.bn1",
+    "layer{}.{}.conv1",
+    "layer{}.{}.bn2",
+    "layer{}.{}.prelu",
+    "layer{}.{}.conv2",
+    "layer{}.{}.bn3",
+    "layer{}.{}.downsample.{}",
+    "bn2",
+    "fc",
+    "features",
+)
+
+
 def _batch_norm(x, name, dtype=None):
     return layers.BatchNormalization(
         axis=-1, epsilon=BN_EPSILON, momentum=BN_MOMENTUM, name=name, dtype=dtype

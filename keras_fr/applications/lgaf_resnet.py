@@ -27,6 +27,14 @@ from keras_fr.layers.lgaf import MultiHeadLocal
 BRANCH_OUTPUT_NAMES = ("fused", "local", "global", "gamma_local", "gamma_global")
 
 
+#: The PyTorch module path of every top-level layer that owns weights (IResNet's and the LGAF top), ``{}``
+#: standing for an index; the Keras layer name is the path with "." -> "_".
+#: keras_fr.conversion.mapping derives each weight's PyTorch key from these paths (both
+#: directions) and refuses a layer name that starts like one of them but matches none: a new
+#: module is declared here.
+TORCH_MODULES = iresnet.TORCH_MODULES + ("local_branch", "fusion")
+
+
 def _check_lgaf_args(num_heads, fusion, return_branches, embedding_size):
     if isinstance(num_heads, bool) or not isinstance(num_heads, int) or num_heads < 1:
         raise ValueError(f"`num_heads` must be a positive integer; got {num_heads!r}.")

@@ -27,6 +27,20 @@ __all__ = ["MSConvResNet26", "MSConvResNet50", "MSConvResNet101", "preprocess_in
 #: (in, mid, out) channels and the first block's stride, per stage (stage_1 .. stage_4).
 STAGES = ((64, 128, 256, 1), (256, 256, 512, 2), (512, 512, 1024, 2), (1024, 1024, 2048, 2))
 DEPTHS = {26: (2, 2, 2, 2), 50: (3, 4, 6, 3), 101: (3, 4, 23, 3)}
+#: The PyTorch module path of every top-level layer that owns weights, ``{}``
+#: standing for an index; the Keras layer name is the path with "." -> "_".
+#: keras_fr.conversion.mapping derives each weight's PyTorch key from these paths (both
+#: directions) and refuses a layer name that starts like one of them but matches none: a new
+#: module is declared here.
+TORCH_MODULES = (
+    "basic_conv.{}",
+    "stage_{}.{}.conv1.{}",
+    "stage_{}.{}.conv2_msconv",
+    "stage_{}.{}.conv3.{}",
+    "stage_{}.{}.shortcut.{}",
+    "stage_{}.{}.prelu",
+    "classifier",
+)
 REFERENCE = (
     "MSConv: Multiplicative and Subtractive Convolution for Face Recognition (Zhou et al.); the "
     "authors' PyTorch `MSNet`."

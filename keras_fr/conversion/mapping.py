@@ -1,10 +1,24 @@
 """Map PyTorch state dicts onto keras_fr models and back, with strict accounting.
 
-The mapping is mechanical (the project's layer naming rule): for every Keras layer that owns weights,
-the chain of layer names from the model down to that layer, joined with "_", equals the PyTorch
-module path with "." replaced by "_". A Keras weight's PyTorch key is therefore that chain plus the
-PyTorch name of the weight (``kernel`` -> ``weight``, ``gamma`` -> ``weight``, ``moving_mean`` ->
-``running_mean``, ...), compared with every source key after "." -> "_".
+The naming rule: the Keras name of a layer that owns weights is its PyTorch module path (relative to
+the layer or model that holds it) with "." replaced by "_". Read backwards, "_" is ambiguous (a word
+separator inside a module name such as ``fc_d``, or a "."), so the path is never guessed from the
+name. Whoever makes the names declares the paths they come from, with ``{}`` for an index:
+
+- a family module, for the top-level layers of its networks: ``TORCH_MODULES`` (e.g. MSConvResNet's
+  ``"stage_{}.{}.conv2_msconv"`` makes the layer ``stage_2_0_conv2_msconv``);
+- a composite layer, for its sublayers: the class attribute ``torch_modules`` (MSConv's
+  ``"fc_d.{}"``, LGAF's ``"proj_fc"``).
+
+A Keras name is read back by matching it against the declared paths of its scope (``torch_path``);
+exactly one declared path must match. A name that matches none is read by the generic rule (every
+"_" is a "." and each number an index) only if that reading is unambiguous: it may not hold two words
+in a row (``se_block``: one module or two?) and may not start like a declared path (``stage_1_0_se``
+in an MSConvResNet, whose ``stage_{}`` is one module). Otherwise the mapping fails, naming the layer,
+instead of producing a wrong key. Both directions use the same reading: loading looks each Keras
+weight's PyTorch key up in the state dict, exporting writes it. The weight's own PyTorch name comes
+from its kind (``kernel`` -> ``weight``, ``gamma`` -> ``weight``, ``moving_mean`` -> ``running_mean``,
+...).
 
 Transforms (PyTorch -> Keras):
 
@@ -24,10 +38,15 @@ report of missing, unexpected and mis-shaped keys, and nothing is assigned.
 """
 
 import math
+import re
 from dataclasses import dataclass, field
 
 import keras
 import numpy as np
+
+from keras_fr.applications import iresnet
+from keras_fr.applications import lgaf_resnet
+from keras_fr.applications import msconv_resnet
 
 #: Keras weight name -> PyTorch parameter/buffer name, per layer kind.
 _TORCH_NAME = {
@@ -44,21 +63,9 @@ _TORCH_NAME = {
 #: Linear layers that follow a flatten of a (C, H, W) map, and where their channel count C is
 #: read: module name -> (relative key of a tensor whose first dimension is C).
 FLATTEN_INPUTS = {"fc": "bn2.weight", "proj_fc": "se.expand.weight"}
-#: Multi-token module and parameter names of the reference networks. Used only to turn a Keras
-#: chain ("stage_2_0_conv2_msconv_fc_d_0_weight") back into a PyTorch key
-#: ("stage_2.0.conv2_msconv.fc_d.0.weight") when exporting.
-_COMPOUND_NAMES = (
-    ("num", "batches", "tracked"),
-    ("basic", "conv"),
-    ("conv2", "msconv"),
-    ("fc", "d"),
-    ("local", "branch"),
-    ("proj", "fc"),
-    ("proj", "bn"),
-    ("norm", "mean"),
-    ("norm", "std"),
-    ("running", "mean"),
-    ("running", "var"),
+#: Declared PyTorch paths of the top-level layers of the keras_fr networks (each family's own).
+MODEL_TORCH_MODULES = tuple(
+    dict.fromkeys(iresnet.TORCH_MODULES + msconv_resnet.TORCH_MODULES + lgaf_resnet.TORCH_MODULES)
 )
 _LIST_LIMIT = 25
 
@@ -80,14 +87,19 @@ class WeightSlot:
         layer: the Keras layer that owns it.
         kind: "conv", "dense", "bn", "prelu" or "raw".
         keras_path: the layer chain joined with "/" plus the weight name (for reports).
-        flat_key: the PyTorch key with "." -> "_".
+        torch_key: the PyTorch key (dotted), read from the declared paths (see the module docstring).
     """
 
     variable: object
     layer: object
     kind: str
     keras_path: str
-    flat_key: str
+    torch_key: str
+
+    @property
+    def flat_key(self):
+        """The PyTorch key with "." -> "_"."""
+        return self.torch_key.replace(".", "_")
 
 
 @dataclass
@@ -162,6 +174,67 @@ def _layer_kind(layer):
     return "raw"
 
 
+class NameRuleError(ValueError):
+    """A Keras layer name whose PyTorch module path cannot be read back unambiguously."""
+
+
+def _path_regex(template):
+    """The Keras-name regex of a declared PyTorch path (``"fc_d.{}"`` -> ``fc_d_(\\d+)``)."""
+    pieces = template.split("{}")
+    return "(\\d+)".join(re.escape(piece.replace(".", "_")) for piece in pieces)
+
+
+def torch_path(name, templates, where="the model"):
+    """The PyTorch module path of the Keras layer ``name``, read with the declared ``templates``.
+
+    Args:
+        name: a Keras layer name (one level: a top-level layer, or a sublayer's own name).
+        templates: the PyTorch paths declared by whoever made the names of this level (``{}``: an
+            index); may be empty.
+        where: what holds the layer (for errors).
+
+    Returns:
+        The dotted PyTorch module path.
+
+    Raises:
+        NameRuleError: the name matches several declared paths, or none and the generic rule cannot
+            read it unambiguously (see the module docstring).
+    """
+    found = set()
+    for template in templates:
+        match = re.fullmatch(_path_regex(template), name)
+        if match:
+            found.add(template.format(*(str(int(g)) for g in match.groups())))
+    if len(found) == 1:
+        return found.pop()
+    if found:
+        raise NameRuleError(
+            f"the Keras layer {name!r} in {where} matches several declared PyTorch paths "
+            f"{sorted(found)}; the declarations must tell them apart."
+        )
+    for template in templates:
+        # A declared module whose own name holds "_" or an index claims every name that starts
+        # with it: the generic rule would split it.
+        head = template.split(".")[0]
+        if ("_" in head or "{}" in head) and re.match(_path_regex(head) + "(_|$)", name):
+            raise NameRuleError(
+                f"the Keras layer {name!r} in {where} starts like the declared PyTorch module "
+                f"{head!r} but matches none of the declared paths; declare its path (a family's "
+                "TORCH_MODULES or a layer's torch_modules)."
+            )
+    tokens = name.split("_")
+    for first, second in zip(tokens, tokens[1:]):
+        if not first.isdigit() and not second.isdigit():
+            raise NameRuleError(
+                f"the Keras layer {name!r} in {where} has no declared PyTorch path and cannot be read "
+                f"by the naming rule: is {first + '_' + second!r} one module name or two? Declare its "
+                "path (a family's TORCH_MODULES or a layer's torch_modules)."
+            )
+    if "" in tokens:
+        raise NameRuleError(f"the Keras layer {name!r} in {where} has an empty part between '_'.")
+    return ".".join(tokens)
+
+
 def _weight_short_name(variable):
     return variable.name.split("/")[-1].split(":")[0]
 
@@ -177,10 +250,13 @@ def weight_slots(model):
 
     Returns:
         A list of `WeightSlot`, one per weight, each weight listed once.
+
+    Raises:
+        NameRuleError: a layer name whose PyTorch path cannot be read unambiguously.
     """
     slots, seen = [], set()
 
-    def walk(layer, chain):
+    def walk(layer, chain, path):
         children = [c for c in getattr(layer, "_layers", []) if isinstance(c, keras.layers.Layer)]
         child_ids = {id(w) for c in children for w in c.weights}
         kind = _layer_kind(layer)
@@ -196,14 +272,18 @@ def weight_slots(model):
                     layer,
                     kind if name in _TORCH_NAME.get(kind, {}) else "raw",
                     "/".join(chain + [name]),
-                    "_".join(chain + [torch_name]),
+                    f"{path}.{torch_name}",
                 )
             )
-        for child in children:
-            walk(child, chain + [child.name])
+        if children:
+            declared = tuple(getattr(type(layer), "torch_modules", ()) or ())
+            for child in children:
+                where = f"{type(layer).__name__} {'/'.join(chain)!r}"
+                walk(child, chain + [child.name], path + "." + torch_path(child.name, declared, where))
 
     for layer in model.layers:
-        walk(layer, [layer.name])
+        if layer.weights:
+            walk(layer, [layer.name], torch_path(layer.name, MODEL_TORCH_MODULES))
     return slots
 
 
@@ -311,19 +391,6 @@ def keras_to_torch(value, kind, channels=None):
     return np.ascontiguousarray(value)
 
 
-def _index_flat_keys(keys):
-    index = {}
-    for key in keys:
-        flat = key.replace(".", "_")
-        if flat in index:
-            raise ValueError(
-                f"state dict keys {index[flat]!r} and {key!r} are the same once '.' is read as '_'; "
-                "they cannot be told apart by the naming rule."
-            )
-        index[flat] = key
-    return index
-
-
 def load_state_dict(model, state_dict, allow_unused=None, notes=(), allow_missing=None):
     """Assign a PyTorch state dict (NumPy arrays) to ``model``'s weights, strictly.
 
@@ -350,7 +417,6 @@ def load_state_dict(model, state_dict, allow_unused=None, notes=(), allow_missin
     >>> print(report)
     """
     report = ConversionReport(source_tensors=len(state_dict), notes=list(notes))
-    index = _index_flat_keys(state_dict)
 
     def shape_of(key):
         value = state_dict.get(key)
@@ -358,10 +424,10 @@ def load_state_dict(model, state_dict, allow_unused=None, notes=(), allow_missin
 
     used, assignments = set(), []
     for slot in weight_slots(model):
-        source = index.get(slot.flat_key)
+        source = slot.torch_key if slot.torch_key in state_dict else None
         keras_shape = tuple(slot.variable.shape)
         if source is None:
-            expected_key = _torch_key(slot.flat_key)
+            expected_key = slot.torch_key
             for reason, predicate in (allow_missing or {}).items():
                 if predicate(expected_key):
                     report.ignored.setdefault(reason, []).append(slot.keras_path)
@@ -398,25 +464,6 @@ def load_state_dict(model, state_dict, allow_unused=None, notes=(), allow_missin
     return report
 
 
-def _torch_key(flat_key):
-    """Turn a "_"-joined chain back into a dotted PyTorch key (see `_COMPOUND_NAMES`)."""
-    tokens, parts, i = flat_key.split("_"), [], 0
-    while i < len(tokens):
-        if tokens[i] == "stage" and i + 1 < len(tokens) and tokens[i + 1].isdigit():
-            parts.append(f"stage_{tokens[i + 1]}")
-            i += 2
-            continue
-        for compound in _COMPOUND_NAMES:
-            if tuple(tokens[i : i + len(compound)]) == compound:
-                parts.append("_".join(compound))
-                i += len(compound)
-                break
-        else:
-            parts.append(tokens[i])
-            i += 1
-    return ".".join(parts)
-
-
 def export_state_dict(model):
     """Export ``model``'s weights as a PyTorch state dict of NumPy arrays (the reverse conversion).
 
@@ -441,16 +488,15 @@ def export_state_dict(model):
     (512, 25088)
     """
     slots = weight_slots(model)
-    keys = {slot.flat_key: _torch_key(slot.flat_key) for slot in slots}
     shapes = {}
     for slot in slots:
         shape = tuple(slot.variable.shape)
         if slot.kind in ("conv", "dense"):
             shape = shape[::-1] if slot.kind == "dense" else (shape[-1],) + shape[:-1]
-        shapes[keys[slot.flat_key]] = shape
+        shapes[slot.torch_key] = shape
     state, bn_modules = {}, set()
     for slot in slots:
-        key = keys[slot.flat_key]
+        key = slot.torch_key
         if key in state:
             raise ValueError(f"two Keras weights map to the PyTorch key {key!r}.")
         channels = flatten_channels(key, shapes.get) if slot.kind == "dense" else None
