@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import SHARED_DATA
+from tests.conftest import SHARED_DATA
 
 PHOTOS = SHARED_DATA / "photos"
 
