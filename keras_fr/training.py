@@ -258,3 +258,4 @@ def training_callbacks(backup_dir=None, stop_on_nan=True, extra=(), keep_backup=
     callbacks.extend(extra)
     return callbacks
 from keras_fr.distillation import DistillationModel  # noqa: E402,F401  (re-export; defined in keras_fr.distillation)
+from keras_fr.layers.partial_fc import PartialFCTrainingModel  # noqa: E402,F401  (re-export; defined in keras_fr.layers.partial_fc)

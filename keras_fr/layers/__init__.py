@@ -13,6 +13,7 @@ _PUBLIC = {
     "FeatureQualityFusion": "keras_fr.layers.lgaf",
     # margin-based softmax
     "MarginHead": "keras_fr.layers.margin",
+    "PartialFC": "keras_fr.layers.partial_fc",
     # what a layer tells the exporters (keras_fr.export)
     "ExportHooks": "keras_fr.layers.export_hooks",
     "ExportTarget": "keras_fr.layers.export_hooks",

@@ -1,0 +1,466 @@
+"""PartialFC: a margin head that trains against a sampled subset of its class centres each step.
+
+With millions of identities the full margin head dominates training: the centre matrix (C x D), its
+gradient and its optimizer state are all C x D, and every step computes C logits per sample. PartialFC
+(An et al., "Partial FC: Training 10 Million Identities on a Single Machine") keeps the full matrix but,
+per step, uses only ``K ~= sample_rate * C`` of its rows: every class that occurs in the batch (the
+positives) plus random other classes (the negatives). The margin softmax is computed over those K
+classes, and only those K rows (and their momentum) are updated.
+
+Two pieces:
+
+- ``PartialFC``, the layer. It owns the centres ``kernel`` (shape ``(num_classes, embedding_dim)``, one
+  row per class, so a step gathers and scatters whole rows) and the head's momentum buffer. Called on
+  embeddings it returns the **full** cosine logits ``(batch, num_classes)`` (inference, evaluation,
+  ``predict``): the same values as ``MarginHead``. ``sample(labels, step)``, ``cosine(embeddings,
+  rows)`` and ``apply_row_update(indices, row_grads, learning_rate)`` are the pieces of a sampled step.
+- ``PartialFCTrainingModel(backbone, num_classes, sample_rate=0.1, ...)``: a backbone plus
+  ``PartialFC`` for ``model.fit``, compiled with a margin loss from ``keras_fr.losses``
+  (``ArcFaceLoss``, ``CosFaceLoss``, ``CombinedMarginLoss``); the margin math is that loss's, applied to
+  the sampled cosine logits with the labels remapped into the sampled set.
+
+Sampling (``PartialFC.sample``), for integer labels ``y`` (``-1`` = ignored sample) at step ``t``:
+
+1. every class gets a uniform score in [0, 1) from a stateless generator keyed by ``(seed, t)``;
+   the classes present in the batch get the score 2, above every other;
+2. the ``K`` highest scores are taken and the indices sorted ascending, where
+   ``K = min(num_classes, max(base, P))``, ``base = max(1, int(sample_rate * num_classes))`` and ``P``
+   the number of distinct labels in the batch: all positives are always kept, the rest of the ``K`` are
+   negatives drawn uniformly without replacement. (insightface keeps exactly ``base`` rows and would
+   drop positives when ``P > base``; here ``K`` grows instead, so the shape is dynamic in that case.)
+3. each label becomes its position in the sorted index list (``-1`` stays ``-1``).
+
+The same ``(seed, t, labels)`` give the same sample on every run and machine; ``t`` is the
+optimizer's iteration count, so consecutive steps draw different negatives. With ``sample_rate=1.0``
+the sample is ``range(num_classes)`` and labels are unchanged: the step is exactly the full head's.
+
+The update (why the centres are not Keras-trainable): a dense Keras optimizer would apply momentum and
+weight decay to *every* row of the C x D matrix each step, also to rows that were not sampled (whose
+gradient is zero), and would allocate a C x D slot per optimizer buffer. So the centres and the head's
+momentum are non-trainable variables, and ``PartialFCTrainingModel.train_step`` updates them itself:
+it gathers the K sampled rows, differentiates the loss with respect to those rows (a dense ``(K, D)``
+gradient), and applies SGD with momentum and coupled (PyTorch-style, like ``keras_fr.recipes.SGDWithL2``)
+weight decay to those rows only::
+
+    g = grad + weight_decay * w[idx]
+    v[idx] = momentum * v[idx] + g
+    w[idx] = w[idx] - lr * v[idx]
+
+written back with row scatters (``tf.Variable.scatter_update``), so the other ``C - K`` rows and their
+momentum are not read or written: bitwise unchanged. ``lr`` is the compiled optimizer's current
+learning rate (schedule included) unless ``learning_rate`` is given. The backbone is updated by the
+compiled optimizer as usual. This is the head's update rule in insightface (one SGD over backbone and
+centres; its sampled-row momentum is carried per row as here).
+
+Scope: one process/replica, TensorFlow backend for training (the tape, the stateless sampler and the
+row scatters are TensorFlow); the layer's full-logit ``call`` is ``keras.ops`` and runs everywhere.
+Sharding the centres over replicas is not implemented yet; see ``docs/partial_fc.md`` for how this
+design extends to it.
+"""
+
+import math
+import numbers
+
+import keras
+from keras import ops
+
+from keras_fr.losses import CombinedMarginLoss
+
+
+def _check_rate(sample_rate):
+    if isinstance(sample_rate, bool) or not isinstance(sample_rate, numbers.Real):
+        raise ValueError(f"`sample_rate` must be a number in (0, 1]; got {sample_rate!r}.")
+    if not 0.0 < sample_rate <= 1.0:
+        raise ValueError(f"`sample_rate` must be in (0, 1]; got {sample_rate!r}.")
+    return float(sample_rate)
+
+
+def _tf_variable(variable):
+    """The ``tf.Variable`` behind a Keras variable (for row scatters)."""
+    import tensorflow as tf
+
+    value = variable.value
+    if isinstance(value, tf.Variable):
+        return value
+    return variable._value  # an autocast scope returned a cast tensor; the variable is underneath
+
+
+@keras.saving.register_keras_serializable(package="keras_fr")
+class PartialFC(keras.layers.Layer):
+    """Class centres for margin-softmax training with per-step class sampling (PartialFC).
+
+    Called on embeddings ``(batch, D)`` it returns the full cosine logits ``(batch, num_classes)``,
+    exactly like ``MarginHead`` (whose kernel is the transpose of this one's). Training with sampling
+    goes through ``PartialFCTrainingModel`` (or the methods ``sample``, ``cosine`` and
+    ``apply_row_update``); see the module docstring for the sampling rule and the update rule.
+
+    Args:
+        num_classes: positive int, the number of identities C.
+        sample_rate: fraction of classes used per training step, in (0, 1]; 1.0 = the full head.
+        seed: int, the sampling seed (the sample of step t depends only on seed, t and the labels).
+        momentum: the centres' SGD momentum (default 0.9).
+        weight_decay: the centres' coupled L2 weight decay (default 5e-4), applied to sampled rows only.
+        learning_rate: the centres' learning rate; None (default) = the compiled optimizer's current one.
+        kernel_initializer: initializer of the centres; default ``RandomNormal(stddev=0.01)``.
+        epsilon: floor of the squared norms before the division (as ``MarginHead``).
+        **kwargs: ``keras.layers.Layer`` arguments. The layer always computes in float32.
+
+    Weights (both non-trainable on purpose: updated row-wise by ``apply_row_update``, not by a dense
+    Keras optimizer): ``kernel`` ``(num_classes, D)`` and, if ``momentum > 0``, ``momentum_buffer``
+    of the same shape.
+    """
+
+    def __init__(
+        self,
+        num_classes,
+        sample_rate=1.0,
+        seed=0,
+        momentum=0.9,
+        weight_decay=5e-4,
+        learning_rate=None,
+        kernel_initializer=None,
+        epsilon=1e-12,
+        **kwargs,
+    ):
+        if (
+            isinstance(num_classes, bool)
+            or not isinstance(num_classes, numbers.Integral)
+            or num_classes < 1
+        ):
+            raise ValueError(f"`num_classes` must be a positive integer; got {num_classes!r}.")
+        if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
+            raise ValueError(f"`seed` must be an integer; got {seed!r}.")
+        for name, value in (("momentum", momentum), ("weight_decay", weight_decay)):
+            if isinstance(value, bool) or not isinstance(value, numbers.Real) or value < 0:
+                raise ValueError(f"`{name}` must be a number >= 0; got {value!r}.")
+        if learning_rate is not None and (
+            isinstance(learning_rate, bool)
+            or not isinstance(learning_rate, numbers.Real)
+            or learning_rate < 0
+        ):
+            raise ValueError(f"`learning_rate` must be None or a number >= 0; got {learning_rate!r}.")
+        kwargs["dtype"] = "float32"
+        super().__init__(**kwargs)
+        self.num_classes = int(num_classes)
+        self.sample_rate = _check_rate(sample_rate)
+        self.seed = int(seed)
+        self.momentum = float(momentum)
+        self.weight_decay = float(weight_decay)
+        self.learning_rate = None if learning_rate is None else float(learning_rate)
+        self.epsilon = float(epsilon)
+        if kernel_initializer is None:
+            kernel_initializer = keras.initializers.RandomNormal(mean=0.0, stddev=0.01)
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+
+    @property
+    def num_sampled(self):
+        """``base = max(1, int(sample_rate * num_classes))``: rows per step unless the batch has more
+        distinct labels (then all of them); ``num_classes`` at ``sample_rate=1.0``."""
+        if self.sample_rate >= 1.0:
+            return self.num_classes
+        return max(1, min(self.num_classes, int(math.floor(self.sample_rate * self.num_classes))))
+
+    def build(self, input_shape):
+        if len(input_shape) != 2 or input_shape[-1] is None:
+            raise ValueError(
+                "PartialFC expects embeddings of shape (batch, embedding_dim) with a known "
+                f"embedding_dim; got input shape {tuple(input_shape)}."
+            )
+        shape = (self.num_classes, int(input_shape[-1]))
+        self.kernel = self.add_weight(
+            name="kernel", shape=shape, initializer=self.kernel_initializer,
+            trainable=False, dtype="float32",
+        )
+        self.momentum_buffer = None
+        if self.momentum > 0:
+            self.momentum_buffer = self.add_weight(
+                name="momentum_buffer", shape=shape, initializer="zeros",
+                trainable=False, dtype="float32",
+            )
+
+    def _normalize_rows(self, x):
+        return x * ops.rsqrt(ops.maximum(ops.sum(ops.square(x), axis=-1, keepdims=True), self.epsilon))
+
+    def cosine(self, embeddings, rows):
+        """Cosine logits ``(batch, K)`` between embeddings ``(batch, D)`` and centre rows ``(K, D)``."""
+        x = self._normalize_rows(ops.cast(embeddings, "float32"))
+        w = self._normalize_rows(ops.cast(rows, "float32"))
+        return ops.matmul(x, ops.transpose(w))
+
+    def call(self, inputs):
+        return self.cosine(inputs, self.kernel)
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], self.num_classes)
+
+    def sample(self, labels, step):
+        """The sampled class indices of a step and the labels remapped into them.
+
+        Args:
+            labels: integer labels ``(batch,)`` or ``(batch, 1)`` in [-1, num_classes); -1 = ignored.
+            step: int or scalar integer tensor (the optimizer's iteration count in training).
+
+        Returns:
+            ``(indices, local_labels)``: int32 ``(K,)`` sorted ascending, containing every label of the
+            batch (K as in the module docstring), and int32 ``(batch,)`` with ``indices[local] == label``
+            (``-1`` kept). At ``sample_rate=1.0``: ``range(num_classes)`` and the labels unchanged.
+        """
+        import tensorflow as tf
+
+        labels = tf.reshape(tf.cast(labels, tf.int32), (-1,))
+        if self.sample_rate >= 1.0:
+            return tf.range(self.num_classes, dtype=tf.int32), labels
+        step = tf.cast(step, tf.int64)
+        seed = tf.stack([tf.constant(self.seed, tf.int64), step])
+        scores = tf.random.stateless_uniform((self.num_classes,), seed=seed, dtype=tf.float32)
+        valid = labels >= 0
+        positives = tf.boolean_mask(labels, valid)
+        # Positives outrank every negative (scores < 1); duplicates write the same value.
+        scores = tf.tensor_scatter_nd_update(
+            scores, tf.expand_dims(positives, -1), tf.fill(tf.shape(positives), 2.0)
+        )
+        num_positive = tf.size(tf.unique(positives)[0])
+        k = tf.minimum(tf.maximum(tf.constant(self.num_sampled, tf.int32), num_positive),
+                       self.num_classes)
+        indices = tf.sort(tf.math.top_k(scores, k=k, sorted=False).indices)
+        local = tf.cast(tf.searchsorted(indices, tf.maximum(labels, 0), side="left"), tf.int32)
+        local = tf.where(valid, local, -1)
+        return indices, local
+
+    def apply_row_update(self, indices, row_grads, learning_rate=None):
+        """SGD with momentum and coupled weight decay on the rows ``indices`` only (module docstring).
+
+        Args:
+            indices: distinct int row indices ``(K,)`` (from ``sample``).
+            row_grads: the loss gradient with respect to ``kernel[indices]``, ``(K, D)``.
+            learning_rate: the step size; default ``self.learning_rate`` (must then be set).
+
+        Rows outside ``indices`` and their momentum are neither read nor written.
+        """
+        import tensorflow as tf
+
+        lr = self.learning_rate if learning_rate is None else learning_rate
+        if lr is None:
+            raise ValueError("PartialFC.apply_row_update needs a learning rate.")
+        lr = tf.cast(lr, tf.float32)
+        indices = tf.cast(indices, tf.int32)
+        kernel = _tf_variable(self.kernel)
+        rows = tf.gather(kernel, indices)
+        grads = tf.cast(row_grads, tf.float32)
+        if self.weight_decay:
+            grads = grads + self.weight_decay * rows
+        if self.momentum_buffer is not None:
+            buffer = _tf_variable(self.momentum_buffer)
+            velocity = self.momentum * tf.gather(buffer, indices) + grads
+            buffer.scatter_update(tf.IndexedSlices(velocity, indices))
+        else:
+            velocity = grads
+        kernel.scatter_update(tf.IndexedSlices(rows - lr * velocity, indices))
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "num_classes": self.num_classes,
+                "sample_rate": self.sample_rate,
+                "seed": self.seed,
+                "momentum": self.momentum,
+                "weight_decay": self.weight_decay,
+                "learning_rate": self.learning_rate,
+                "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
+                "epsilon": self.epsilon,
+            }
+        )
+        return config
+
+
+@keras.saving.register_keras_serializable(package="keras_fr")
+class PartialFCTrainingModel(keras.Model):
+    """A backbone followed by a ``PartialFC`` head, for ``model.fit`` with a margin loss.
+
+    Like ``keras_fr.training.FaceTrainingModel`` (images -> full cosine logits when called, so
+    ``predict`` and ``evaluate`` use every class), but ``fit``'s step samples the classes and updates the
+    centres row-wise (module docstring). Compile with a ``keras_fr.losses.CombinedMarginLoss`` (or
+    ``ArcFaceLoss``/``CosFaceLoss``) and any optimizer for the backbone; its learning rate (schedule)
+    is also the centres' unless ``head_learning_rate`` is given. Training metrics passed to ``compile``
+    see the sampled logits with the remapped labels.
+
+    Args:
+        backbone: a ``keras.Model`` images -> embeddings ``(batch, D)`` (first output if several).
+        num_classes: positive int.
+        sample_rate: in (0, 1] (default 0.1).
+        seed: the sampling seed (default 0).
+        momentum, weight_decay: the centres' SGD momentum (0.9) and coupled weight decay (5e-4).
+        head_learning_rate: None (follow the optimizer) or a float.
+        augmentation: optional layer applied to the inputs in training only.
+        head_initializer: initializer of the centres.
+        **kwargs: ``keras.Model`` arguments.
+
+    Raises:
+        ValueError: for a backbone that is not a Keras layer/model, invalid head arguments, or (at
+            ``compile``) a loss that is not a ``CombinedMarginLoss`` or a loss-scaling optimizer
+            (mixed float16 is not supported by the row update yet).
+
+    Example:
+
+    >>> model = PartialFCTrainingModel(backbone, num_classes=2_000_000, sample_rate=0.1)
+    >>> model.compile(SGDWithL2(0.1, momentum=0.9, l2=5e-4), loss=ArcFaceLoss())
+    >>> model.fit(dataset, epochs=20)
+    """
+
+    def __init__(
+        self,
+        backbone,
+        num_classes,
+        sample_rate=0.1,
+        seed=0,
+        momentum=0.9,
+        weight_decay=5e-4,
+        head_learning_rate=None,
+        augmentation=None,
+        head_initializer=None,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        if not isinstance(backbone, keras.layers.Layer):
+            raise ValueError(
+                "`backbone` must be a keras.Model (inputs -> embeddings); "
+                f"got {type(backbone).__name__}."
+            )
+        if augmentation is not None and not callable(augmentation):
+            raise ValueError(
+                f"`augmentation` must be a Keras layer or None; got {type(augmentation).__name__}."
+            )
+        self.backbone = backbone
+        self.augmentation = augmentation
+        self.partial_fc = PartialFC(
+            num_classes, sample_rate=sample_rate, seed=seed, momentum=momentum,
+            weight_decay=weight_decay, learning_rate=head_learning_rate,
+            kernel_initializer=head_initializer, name="partial_fc",
+        )
+        self.num_classes = self.partial_fc.num_classes
+        from keras_fr.training import _known_input_shape  # late: keras_fr.training re-exports this
+
+        input_shape = _known_input_shape(backbone)
+        if input_shape is not None:
+            self.build(input_shape)
+
+    def build(self, input_shape):
+        if not self.partial_fc.built:
+            embeddings = self.backbone.compute_output_spec(
+                keras.KerasTensor(tuple(input_shape), dtype=self.compute_dtype)
+            )
+            if isinstance(embeddings, (list, tuple)):
+                embeddings = embeddings[0]
+            self.partial_fc.build(tuple(embeddings.shape))
+        self.built = True
+
+    def _embed(self, inputs, training):
+        x = inputs
+        if self.augmentation is not None and training:
+            x = self.augmentation(x, training=True)
+        embeddings = self.backbone(x, training=training)
+        if isinstance(embeddings, (list, tuple)):
+            embeddings = embeddings[0]
+        return embeddings
+
+    def call(self, inputs, training=None):
+        return self.partial_fc(self._embed(inputs, training))
+
+    def compile(self, optimizer="rmsprop", loss=None, **kwargs):
+        if not isinstance(loss, CombinedMarginLoss):
+            raise ValueError(
+                "PartialFCTrainingModel needs a margin loss from keras_fr.losses "
+                f"(ArcFaceLoss, CosFaceLoss, CombinedMarginLoss); got {loss!r}."
+            )
+        super().compile(optimizer=optimizer, loss=loss, **kwargs)
+        if isinstance(self.optimizer, keras.optimizers.LossScaleOptimizer):
+            raise ValueError(
+                "PartialFCTrainingModel does not support loss scaling (mixed_float16) yet; "
+                "use float32 or mixed_bfloat16."
+            )
+
+    def sampled_forward(self, tape, x, y, step, sample_weight=None, training=True):
+        """The forward pass of one sampled step, recorded on ``tape`` (a ``tf.GradientTape`` entered
+        by the caller).
+
+        Returns ``(loss, logits, local_labels, indices, rows)``: ``rows = kernel[indices]``, watched
+        by ``tape`` (the centres' gradient is the loss's gradient with respect to ``rows``), and
+        ``logits`` the sampled cosine logits ``(batch, K)`` that the compiled loss saw with
+        ``local_labels``.
+        """
+        import tensorflow as tf
+
+        embeddings = self._embed(x, training=training)
+        indices, local = self.partial_fc.sample(y, step)
+        rows = tf.gather(_tf_variable(self.partial_fc.kernel), indices)
+        tape.watch(rows)
+        logits = self.partial_fc.cosine(embeddings, rows)
+        loss = self._compute_loss(
+            x=x, y=local, y_pred=logits, sample_weight=sample_weight, training=training
+        )
+        return loss, logits, local, indices, rows
+
+    def train_step(self, data):
+        import tensorflow as tf
+
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        step = self.optimizer.iterations
+        variables = list(self.trainable_variables)
+        with tf.GradientTape() as tape:
+            loss, logits, local, indices, rows = self.sampled_forward(
+                tape, x, y, step, sample_weight=sample_weight, training=True
+            )
+        self._loss_tracker.update_state(
+            loss, sample_weight=tf.shape(tf.nest.flatten(x)[0])[0]
+        )
+        grads = tape.gradient(loss, variables + [rows])
+        row_grads = grads.pop()
+        lr = self.partial_fc.learning_rate
+        if lr is None:
+            lr = self.optimizer.learning_rate
+        lr = tf.identity(tf.cast(lr, tf.float32))  # read before the optimizer step advances a schedule
+        if variables:
+            self.optimizer.apply(grads, variables)
+        else:
+            self.optimizer.iterations.assign_add(1)
+        self.partial_fc.apply_row_update(indices, row_grads, lr)
+        return self.compute_metrics(x, local, logits, sample_weight=sample_weight)
+
+    def embed(self, images, batch_size=64, verbose=0):
+        """Raw (not normalized) embeddings of the backbone, as numpy: ``backbone.predict``."""
+        return self.backbone.predict(images, batch_size=batch_size, verbose=verbose)
+
+    def get_config(self):
+        config = super().get_config()
+        head = self.partial_fc
+        config.update(
+            {
+                "backbone": keras.saving.serialize_keras_object(self.backbone),
+                "num_classes": self.num_classes,
+                "sample_rate": head.sample_rate,
+                "seed": head.seed,
+                "momentum": head.momentum,
+                "weight_decay": head.weight_decay,
+                "head_learning_rate": head.learning_rate,
+                "augmentation": (
+                    None
+                    if self.augmentation is None
+                    else keras.saving.serialize_keras_object(self.augmentation)
+                ),
+                "head_initializer": keras.initializers.serialize(head.kernel_initializer),
+            }
+        )
+        return config
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        config = dict(config)
+        config["backbone"] = keras.saving.deserialize_keras_object(
+            config["backbone"], custom_objects=custom_objects
+        )
+        if config.get("augmentation") is not None:
+            config["augmentation"] = keras.saving.deserialize_keras_object(
+                config["augmentation"], custom_objects=custom_objects
+            )
+        return cls(**config)
