@@ -49,8 +49,10 @@ weight decay to those rows only::
 written back with row scatters (``tf.Variable.scatter_update``), so the other ``C - K`` rows and their
 momentum are not read or written: bitwise unchanged. ``lr`` is the compiled optimizer's current
 learning rate (schedule included) unless ``learning_rate`` is given. The backbone is updated by the
-compiled optimizer as usual. This is the head's update rule in insightface (one SGD over backbone and
-centres; its sampled-row momentum is carried per row as here).
+compiled optimizer as usual. The rule is PyTorch's SGD as insightface trains the head with; its first
+PartialFC also carried momentum per sampled row like this, while its later version indexes a full
+parameter and leaves the step to the dense optimizer (which moves unsampled rows through momentum and
+weight decay, what this layer avoids).
 
 Scope: one process/replica, TensorFlow backend for training (the tape, the stateless sampler and the
 row scatters are TensorFlow); the layer's full-logit ``call`` is ``keras.ops`` and runs everywhere.
