@@ -47,6 +47,7 @@ import numpy as np
 from keras_fr.applications import iresnet
 from keras_fr.applications import lgaf_resnet
 from keras_fr.applications import msconv_resnet
+from keras_fr.layers.traversal import child_layers
 
 #: Keras weight name -> PyTorch parameter/buffer name, per layer kind.
 _TORCH_NAME = {
@@ -257,7 +258,7 @@ def weight_slots(model):
     slots, seen = [], set()
 
     def walk(layer, chain, path):
-        children = [c for c in getattr(layer, "_layers", []) if isinstance(c, keras.layers.Layer)]
+        children = child_layers(layer)
         child_ids = {id(w) for c in children for w in c.weights}
         kind = _layer_kind(layer)
         for variable in layer.weights:

@@ -1,7 +1,8 @@
 """Getting a Keras model ready to trace for export, without knowing any architecture.
 
-- ``walk_layers``: every layer of a model through public attributes only (``model.layers``, nested
-  models' ``layers``, each layer's public attributes that hold layers).
+- ``walk_layers`` (from ``keras_fr.layers.traversal``): every layer of a model through public
+  attributes only (``model.layers``, nested models' ``layers``, each layer's public attributes that
+  hold layers).
 - ``export_source``: the model to trace for an ``ExportTarget``. Every layer is asked for its export
   variant (``keras_fr.layers.export_hooks``: a layer may need another formulation for a file, e.g.
   MSConv's split grouped convolutions or an edge-padded max pool in int8 files); the Functional graph is
@@ -20,40 +21,8 @@ import numpy as np
 
 from keras_fr.export import _common
 from keras_fr.layers.export_hooks import export_variant_of
-
-
-def _child_layers(layer):
-    """The layers directly inside ``layer``, through public attributes only."""
-    if isinstance(layer, keras.Model):
-        return list(layer.layers)
-    children = []
-    for name, value in vars(layer).items():
-        if name.startswith("_"):
-            continue
-        values = value.values() if isinstance(value, dict) else (
-            value if isinstance(value, (list, tuple)) else (value,)
-        )
-        children.extend(v for v in values if isinstance(v, keras.layers.Layer))
-    return children
-
-
-def walk_layers(model):
-    """Every layer inside ``model`` (not the model itself), nested models and composite layers
-    included, each once, parents before their children."""
-    seen = set()
-    out = []
-
-    def visit(layer):
-        if id(layer) in seen:
-            return
-        seen.add(id(layer))
-        out.append(layer)
-        for child in _child_layers(layer):
-            visit(child)
-
-    for layer in _child_layers(model):
-        visit(layer)
-    return out
+from keras_fr.layers.traversal import child_layers
+from keras_fr.layers.traversal import walk_layers
 
 
 def grouped_conv_info(model):
@@ -95,10 +64,10 @@ def variant_clone(model, target):
         if variant is not None:
             wanted[id(layer)] = (layer, variant)
         elif not callable(getattr(layer, "export_variant", None)):
-            for child in _child_layers(layer):
+            for child in child_layers(layer):
                 ask(child)
 
-    for layer in _child_layers(model):
+    for layer in child_layers(model):
         ask(layer)
     if not wanted:
         return None
