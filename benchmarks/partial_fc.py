@@ -119,7 +119,7 @@ def worker(classes, mode, args):
     import numpy as np
     import tensorflow as tf
 
-    from keras_fr.layers.partial_fc import PartialFCTrainingModel
+    from keras_fr.training import PartialFCTrainingModel
     from keras_fr.losses import ArcFaceLoss
     from keras_fr.recipes import SGDWithL2
     from keras_fr.training import FaceTrainingModel
@@ -189,7 +189,7 @@ def run_parity(args):
     import keras
     import numpy as np
 
-    from keras_fr.layers.partial_fc import PartialFCTrainingModel
+    from keras_fr.training import PartialFCTrainingModel
     from keras_fr.losses import ArcFaceLoss
     from keras_fr.recipes import SGDWithL2
 

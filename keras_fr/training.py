@@ -23,6 +23,8 @@ import keras
 import numpy as np
 
 from keras_fr.layers.margin import MarginHead
+from keras_fr.layers.partial_fc import PartialFC, _tf_variable
+from keras_fr.losses import CombinedMarginLoss
 
 
 @keras.saving.register_keras_serializable(package="keras_fr")
@@ -79,14 +81,7 @@ class FaceTrainingModel(keras.Model):
             self.build(input_shape)
 
     def build(self, input_shape):
-        if not self.margin_head.built:
-            embeddings = self.backbone.compute_output_spec(
-                keras.KerasTensor(tuple(input_shape), dtype=self.compute_dtype)
-            )
-            if isinstance(embeddings, (list, tuple)):
-                embeddings = embeddings[0]
-            self.margin_head.build(tuple(embeddings.shape))
-        self.built = True
+        _build_head(self, self.margin_head, input_shape)
 
     def call(self, inputs, training=None):
         x = inputs
@@ -130,6 +125,18 @@ class FaceTrainingModel(keras.Model):
                 config["augmentation"], custom_objects=custom_objects
             )
         return cls(**config)
+
+
+def _build_head(model, head, input_shape):
+    """Build ``head`` on the shape of ``model.backbone``'s embedding for ``input_shape`` (no data)."""
+    if not head.built:
+        embeddings = model.backbone.compute_output_spec(
+            keras.KerasTensor(tuple(input_shape), dtype=model.compute_dtype)
+        )
+        if isinstance(embeddings, (list, tuple)):
+            embeddings = embeddings[0]
+        head.build(tuple(embeddings.shape))
+    model.built = True
 
 
 def _known_input_shape(backbone):
@@ -258,4 +265,186 @@ def training_callbacks(backup_dir=None, stop_on_nan=True, extra=(), keep_backup=
     callbacks.extend(extra)
     return callbacks
 from keras_fr.distillation import DistillationModel  # noqa: E402,F401  (re-export; defined in keras_fr.distillation)
-from keras_fr.layers.partial_fc import PartialFCTrainingModel  # noqa: E402,F401  (re-export; defined in keras_fr.layers.partial_fc)
+
+
+@keras.saving.register_keras_serializable(package="keras_fr")
+class PartialFCTrainingModel(keras.Model):
+    """A backbone followed by a ``PartialFC`` head, for ``model.fit`` with a margin loss.
+
+    Like ``keras_fr.training.FaceTrainingModel`` (images -> full cosine logits when called, so
+    ``predict`` and ``evaluate`` use every class), but ``fit``'s step samples the classes and updates the
+    centres row-wise (module docstring). Compile with a ``keras_fr.losses.CombinedMarginLoss`` (or
+    ``ArcFaceLoss``/``CosFaceLoss``) and any optimizer for the backbone; its learning rate (schedule)
+    is also the centres' unless ``head_learning_rate`` is given. Training metrics passed to ``compile``
+    see the sampled logits with the remapped labels.
+
+    Args:
+        backbone: a ``keras.Model`` images -> embeddings ``(batch, D)`` (first output if several).
+        num_classes: positive int.
+        sample_rate: in (0, 1] (default 0.1).
+        seed: the sampling seed (default 0).
+        momentum, weight_decay: the centres' SGD momentum (0.9) and coupled weight decay (5e-4).
+        head_learning_rate: None (follow the optimizer) or a float.
+        augmentation: optional layer applied to the inputs in training only.
+        head_initializer: initializer of the centres.
+        **kwargs: ``keras.Model`` arguments.
+
+    Raises:
+        ValueError: for a backbone that is not a Keras layer/model, invalid head arguments, or (at
+            ``compile``) a loss that is not a ``CombinedMarginLoss`` or a loss-scaling optimizer
+            (mixed float16 is not supported by the row update yet).
+
+    Example:
+
+    >>> model = PartialFCTrainingModel(backbone, num_classes=2_000_000, sample_rate=0.1)
+    >>> model.compile(SGDWithL2(0.1, momentum=0.9, l2=5e-4), loss=ArcFaceLoss())
+    >>> model.fit(dataset, epochs=20)
+    """
+
+    def __init__(
+        self,
+        backbone,
+        num_classes,
+        sample_rate=0.1,
+        seed=0,
+        momentum=0.9,
+        weight_decay=5e-4,
+        head_learning_rate=None,
+        augmentation=None,
+        head_initializer=None,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        if not isinstance(backbone, keras.layers.Layer):
+            raise ValueError(
+                "`backbone` must be a keras.Model (inputs -> embeddings); "
+                f"got {type(backbone).__name__}."
+            )
+        if augmentation is not None and not callable(augmentation):
+            raise ValueError(
+                f"`augmentation` must be a Keras layer or None; got {type(augmentation).__name__}."
+            )
+        self.backbone = backbone
+        self.augmentation = augmentation
+        self.partial_fc = PartialFC(
+            num_classes, sample_rate=sample_rate, seed=seed, momentum=momentum,
+            weight_decay=weight_decay, learning_rate=head_learning_rate,
+            kernel_initializer=head_initializer, name="partial_fc",
+        )
+        self.num_classes = self.partial_fc.num_classes
+        input_shape = _known_input_shape(backbone)
+        if input_shape is not None:
+            self.build(input_shape)
+
+    def build(self, input_shape):
+        _build_head(self, self.partial_fc, input_shape)
+
+    def _embed(self, inputs, training):
+        x = inputs
+        if self.augmentation is not None and training:
+            x = self.augmentation(x, training=True)
+        embeddings = self.backbone(x, training=training)
+        if isinstance(embeddings, (list, tuple)):
+            embeddings = embeddings[0]
+        return embeddings
+
+    def call(self, inputs, training=None):
+        return self.partial_fc(self._embed(inputs, training))
+
+    def compile(self, optimizer="rmsprop", loss=None, **kwargs):
+        if not isinstance(loss, CombinedMarginLoss):
+            raise ValueError(
+                "PartialFCTrainingModel needs a margin loss from keras_fr.losses "
+                f"(ArcFaceLoss, CosFaceLoss, CombinedMarginLoss); got {loss!r}."
+            )
+        super().compile(optimizer=optimizer, loss=loss, **kwargs)
+        if isinstance(self.optimizer, keras.optimizers.LossScaleOptimizer):
+            raise ValueError(
+                "PartialFCTrainingModel does not support loss scaling (mixed_float16) yet; "
+                "use float32 or mixed_bfloat16."
+            )
+
+    def sampled_forward(self, tape, x, y, step, sample_weight=None, training=True):
+        """The forward pass of one sampled step, recorded on ``tape`` (a ``tf.GradientTape`` entered
+        by the caller).
+
+        Returns ``(loss, logits, local_labels, indices, rows)``: ``rows = kernel[indices]``, watched
+        by ``tape`` (the centres' gradient is the loss's gradient with respect to ``rows``), and
+        ``logits`` the sampled cosine logits ``(batch, K)`` that the compiled loss saw with
+        ``local_labels``.
+        """
+        import tensorflow as tf
+
+        embeddings = self._embed(x, training=training)
+        indices, local = self.partial_fc.sample(y, step)
+        rows = tf.gather(_tf_variable(self.partial_fc.kernel), indices)
+        tape.watch(rows)
+        logits = self.partial_fc.cosine(embeddings, rows)
+        loss = self._compute_loss(
+            x=x, y=local, y_pred=logits, sample_weight=sample_weight, training=training
+        )
+        return loss, logits, local, indices, rows
+
+    def train_step(self, data):
+        import tensorflow as tf
+
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        step = self.optimizer.iterations
+        variables = list(self.trainable_variables)
+        with tf.GradientTape() as tape:
+            loss, logits, local, indices, rows = self.sampled_forward(
+                tape, x, y, step, sample_weight=sample_weight, training=True
+            )
+        self._loss_tracker.update_state(
+            loss, sample_weight=tf.shape(tf.nest.flatten(x)[0])[0]
+        )
+        grads = tape.gradient(loss, variables + [rows])
+        row_grads = grads.pop()
+        lr = self.partial_fc.learning_rate
+        if lr is None:
+            lr = self.optimizer.learning_rate
+        lr = tf.identity(tf.cast(lr, tf.float32))  # read before the optimizer step advances a schedule
+        if variables:
+            self.optimizer.apply(grads, variables)
+        else:
+            self.optimizer.iterations.assign_add(1)
+        self.partial_fc.apply_row_update(indices, row_grads, lr)
+        return self.compute_metrics(x, local, logits, sample_weight=sample_weight)
+
+    def embed(self, images, batch_size=64, verbose=0):
+        """Raw (not normalized) embeddings of the backbone, as numpy: ``backbone.predict``."""
+        return self.backbone.predict(images, batch_size=batch_size, verbose=verbose)
+
+    def get_config(self):
+        config = super().get_config()
+        head = self.partial_fc
+        config.update(
+            {
+                "backbone": keras.saving.serialize_keras_object(self.backbone),
+                "num_classes": self.num_classes,
+                "sample_rate": head.sample_rate,
+                "seed": head.seed,
+                "momentum": head.momentum,
+                "weight_decay": head.weight_decay,
+                "head_learning_rate": head.learning_rate,
+                "augmentation": (
+                    None
+                    if self.augmentation is None
+                    else keras.saving.serialize_keras_object(self.augmentation)
+                ),
+                "head_initializer": keras.initializers.serialize(head.kernel_initializer),
+            }
+        )
+        return config
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        config = dict(config)
+        config["backbone"] = keras.saving.deserialize_keras_object(
+            config["backbone"], custom_objects=custom_objects
+        )
+        if config.get("augmentation") is not None:
+            config["augmentation"] = keras.saving.deserialize_keras_object(
+                config["augmentation"], custom_objects=custom_objects
+            )
+        return cls(**config)

@@ -6,7 +6,7 @@ import pytest
 import tensorflow as tf
 
 from keras_fr.layers import MarginHead, PartialFC
-from keras_fr.layers.partial_fc import PartialFCTrainingModel
+from keras_fr.training import PartialFCTrainingModel
 from keras_fr.losses import ArcFaceLoss, CosFaceLoss
 from keras_fr.training import FaceTrainingModel
 
