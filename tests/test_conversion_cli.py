@@ -63,3 +63,24 @@ def test_user_errors_are_one_line_and_write_nothing(checkpoint, tmp_path, capsys
     assert "checkpoint not found" in capsys.readouterr().err
     assert main(["convert", str(path), "--to", "torch", "--output", str(tmp_path / "y.pt")]) == 2
     assert os.listdir(tmp_path) == []
+
+
+def test_convert_verifies_on_given_face_images(checkpoint, tmp_path, capsys):
+    from PIL import Image
+
+    from keras_fr.cli import demo as demo_cli
+
+    _, path = checkpoint
+    faces, _ = demo_cli.synthetic_faces(3, 1, image_size=112, seed=2)
+    folder = tmp_path / "faces"
+    folder.mkdir()
+    for i, face in enumerate(faces):
+        Image.fromarray(face).save(folder / f"{i}.png")
+    out = tmp_path / "r18.weights.h5"
+    assert main(["convert", str(path), "--output", str(out), "--verify-images", str(folder),
+                 "--samples", "2"]) == 0
+    text = capsys.readouterr().out
+    assert f"on 2 images from {folder}" in text and "verify: OK" in text and "sample 1:" in text
+    out.unlink()
+    assert main(["convert", str(path), "--output", str(out), "--verify-images", str(tmp_path / "nope")]) == 2
+    assert "--verify-images" in capsys.readouterr().err and not out.exists()

@@ -52,6 +52,10 @@ def register(subparsers):
     parser.add_argument("--verify", action="store_true",
                         help="compare with the PyTorch reference on random images (needs torch)")
     parser.add_argument("--samples", type=int, default=4, help="images for --verify (default 4)")
+    parser.add_argument("--verify-images", default=None, metavar="PATH", nargs="+",
+                        help="verify on these aligned face images (files or folders; the first "
+                        "--samples of them) instead of random noise: trained networks can amplify "
+                        "float32 rounding on noise far from any face, real faces are what matters")
     parser.set_defaults(func=run)
 
 
@@ -67,7 +71,28 @@ def _arch_name(value):
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-def _verify(model, state, model_name, fusion, samples):
+def _verification_images(paths, samples, size):
+    """Up to ``samples`` aligned faces from ``paths``, resized to ``size``, preprocessed to [-1, 1]."""
+    import numpy as np
+    from PIL import Image
+
+    from keras_fr.applications.common import preprocess_input
+    from keras_fr.preprocessing import list_images, load_image
+
+    try:
+        files = list_images(paths)[:samples]
+    except (FileNotFoundError, ValueError) as exc:
+        raise CLIError(f"--verify-images: {exc}") from None
+    faces = []
+    for path in files:
+        image = load_image(path)
+        if image.shape[:2] != (size, size):
+            image = np.asarray(Image.fromarray(image).resize((size, size), Image.BILINEAR))
+        faces.append(image)
+    return preprocess_input(np.stack(faces)), f"{len(files)} images from {', '.join(paths)}"
+
+
+def _verify(model, state, model_name, fusion, samples, image_paths=None):
     import numpy as np
 
     try:
@@ -78,14 +103,18 @@ def _verify(model, state, model_name, fusion, samples):
 
     shape = tuple(model.input_shape[1:])
     size = 112 if shape[0] is None else shape[0]
-    rng = np.random.default_rng(0)
-    images = np.clip(rng.normal(0, 0.5, (samples, size, size, 3)), -1, 1).astype("float32")
+    if image_paths:
+        images, what = _verification_images(image_paths, samples, size)
+        samples = len(images)
+    else:
+        rng = np.random.default_rng(0)
+        images = np.clip(rng.normal(0, 0.5, (samples, size, size, 3)), -1, 1).astype("float32")
+        what = f"{samples} random {size}x{size} images"
     expected = reference_outputs(model_name, state, images, fusion=fusion or "quality")
     actual = np.asarray(model(images, training=False))
     max_diff, cosines = compare_outputs(expected, actual)
     scale = float(np.abs(expected).max())
-    print(f"verify: PyTorch reference vs Keras on {samples} random {size}x{size} images "
-          f"(output max |x| {scale:.3g})")
+    print(f"verify: PyTorch reference vs Keras on {what} (output max |x| {scale:.3g})")
     for i in range(samples):
         diff = float(np.abs(expected[i] - actual[i]).max())
         print(f"  sample {i}: max abs diff {diff:.3e}  cosine {cosines[i]:.8f}")
@@ -111,7 +140,7 @@ def _to_keras(args):
         if args.no_top:
             raise CLIError("--verify compares embeddings; convert without --no-top to verify")
         state, _ = read_checkpoint(args.checkpoint)
-        if not _verify(model, state, model.name, args.fusion, args.samples):
+        if not _verify(model, state, model.name, args.fusion, args.samples, args.verify_images):
             raise CLIError(f"verification failed; {args.output} was not written")
     from keras_fr._atomic import atomic_path
 
@@ -149,7 +178,7 @@ def _to_torch(args):
         if args.no_top:
             raise CLIError("--verify compares embeddings; export without --no-top to verify")
         name = args.arch if args.arch != "auto" else model.name
-        if not _verify(model, state, name, args.fusion, args.samples):
+        if not _verify(model, state, name, args.fusion, args.samples, args.verify_images):
             raise CLIError(f"verification failed; {args.output} was not written")
     save_state_dict(state, args.output)
     print(f"wrote {args.output}")
@@ -158,6 +187,11 @@ def _to_torch(args):
 def run(args):
     if args.samples < 1:
         raise CLIError(f"--samples must be at least 1; got {args.samples}")
+    if args.verify_images:
+        args.verify = True  # verifying on given faces is still verifying
+        for path in args.verify_images:
+            if not os.path.exists(path):
+                raise CLIError(f"--verify-images: {path!r} not found.")
     if args.direction == "torch":
         _to_torch(args)
     else:
