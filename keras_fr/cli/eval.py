@@ -138,11 +138,6 @@ def run(args):
         lists = (read_image_list(args.gallery, args.image_root), read_image_list(args.probe, args.image_root))
     quiet = args.json
     spec = input_spec(args.model)
-    if spec.alignment != "arcface" and (args.gallery or args.ijb_meta):
-        raise CLIError(
-            f"--model {args.model} takes {spec.description}; eval re-crops ArcFace-aligned images for it "
-            "in pairs sets only (--pairs), not yet for --gallery/--probe or IJB."
-        )
     model, weights_label = model_from_args(args, build=build_model)
     if weights_label == RANDOM:
         print("note: --random-weights: the numbers below mean nothing", file=sys.stderr)
@@ -180,6 +175,7 @@ def run(args):
             faceness_scores=args.ijb_scores,
             normalize_images=args.ijb_normalize_images,
             verbose=verbose,
+            input_spec=spec,
         )
         report["ijb"] = result.to_dict()
         curves["ijb"] = (result.fpr, result.tpr)
@@ -195,6 +191,7 @@ def run(args):
             flip=flip,
             ranks=ranks,
             verbose=verbose,
+            input_spec=spec,
         )
         report["identification"] = result.to_dict()
         if not quiet:

@@ -182,7 +182,8 @@ def read_image_list(path, image_dir=None):
 
 
 def evaluate_identification(
-    model, gallery, probe, image_dir=None, batch_size=64, flip=True, ranks=(1, 3, 5), verbose=1
+    model, gallery, probe, image_dir=None, batch_size=64, flip=True, ranks=(1, 3, 5), verbose=1,
+    input_spec=None,
 ):
     """Embed a gallery and a probe set with ``model`` and run :func:`identify`.
 
@@ -193,6 +194,7 @@ def evaluate_identification(
         image_dir: image root for the list files.
         batch_size, flip, verbose: as in :func:`extract_embeddings`.
         ranks: Rank-k to report.
+        input_spec: the model's input specification (see :func:`extract_embeddings`).
 
     Returns:
         An :class:`IdentificationResult`.
@@ -209,6 +211,7 @@ def evaluate_identification(
 
     g_images, g_labels = load(gallery)
     p_images, p_labels = load(probe)
-    g_emb = extract_embeddings(model, g_images, batch_size=batch_size, flip=flip, verbose=verbose)
-    p_emb = extract_embeddings(model, p_images, batch_size=batch_size, flip=flip, verbose=verbose)
+    kwargs = dict(batch_size=batch_size, flip=flip, verbose=verbose, input_spec=input_spec)
+    g_emb = extract_embeddings(model, g_images, **kwargs)
+    p_emb = extract_embeddings(model, p_images, **kwargs)
     return identify(p_emb, p_labels, g_emb, g_labels, ranks=ranks, normalize=False)

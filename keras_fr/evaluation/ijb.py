@@ -293,6 +293,7 @@ def evaluate_ijb(
     faceness_scores=None,
     normalize_images=False,
     verbose=1,
+    input_spec=None,
 ):
     """Embed the aligned IJB crops listed in ``face_tid_mid`` and run :func:`ijb_verification`.
 
@@ -305,6 +306,7 @@ def evaluate_ijb(
         faceness_scores: optional (N,) detector scores, or the path of ``*_name_5pts_score.txt``
             (:func:`read_faceness_scores`).
         normalize_images: see :func:`ijb_verification`.
+        input_spec: the model's input specification (see :func:`extract_embeddings`).
         verbose: progress bar.
 
     Returns:
@@ -332,7 +334,8 @@ def evaluate_ijb(
         if not os.path.isfile(path):
             raise FileNotFoundError(f"{os.fspath(face_tid_mid)}: image file not found: {path}")
     features = extract_embeddings(
-        model, ImagePaths(paths), batch_size=batch_size, flip=flip, verbose=verbose, normalize=False
+        model, ImagePaths(paths), batch_size=batch_size, flip=flip, verbose=verbose, normalize=False,
+        input_spec=input_spec,
     )
     return ijb_verification(
         features, templates, medias, t1, t2, labels, faceness_scores=faceness_scores, normalize_images=normalize_images

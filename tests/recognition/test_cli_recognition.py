@@ -189,3 +189,26 @@ def test_verify_several_faces_is_refused_unless_told(celeba_photos, dlib_availab
     _one_line_error(capsys, "verify", "2 faces found in", code)
     assert cli.main(["verify", two, other, "--face", "largest", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["same"] is False
+
+
+def test_identification_protocol_recrops_for_the_dlib_model(people):
+    """evaluate_identification with the dlib model's spec embeds like FaceRecognizer(aligned=True)."""
+    from keras_fr.applications.specs import input_spec
+    from keras_fr.evaluation import identification
+    from keras_fr.recognition import FaceRecognizer
+
+    root, _ = people
+    files = sorted(str(p) for p in root.rglob("*.jpg"))
+    labels = [os.path.basename(os.path.dirname(f)) for f in files]
+    gallery = (files[0::3], labels[0::3])
+    probe = ([f for i, f in enumerate(files) if i % 3], [x for i, x in enumerate(labels) if i % 3])
+    fr = FaceRecognizer()
+    result = identification.evaluate_identification(
+        fr.model, gallery, probe, flip=False, verbose=0, input_spec=input_spec("dlib_resnet")
+    )
+    # Against the same protocol on embeddings made by the recognizer itself.
+    g = fr.embed([load_image(f) for f in gallery[0]], aligned=True)
+    p = fr.embed([load_image(f) for f in probe[0]], aligned=True)
+    expected = identification.identify(p, probe[1], g, gallery[1], normalize=False)
+    assert result.to_dict() == expected.to_dict()
+    assert expected.rank_accuracy[1] >= 0.9  # 6 people, other photos of each: the right one first
