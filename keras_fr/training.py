@@ -27,8 +27,66 @@ from keras_fr.layers.partial_fc import PartialFC, _tf_variable
 from keras_fr.losses import CombinedMarginLoss
 
 
+class _BackboneModel(keras.Model):
+    """What the training models share: a backbone (images -> embeddings, the first output if several),
+    an optional augmentation applied in training only, and the (de)serialization of both."""
+
+    def __init__(self, backbone, augmentation=None, **kwargs):
+        super().__init__(**kwargs)
+        if not isinstance(backbone, keras.layers.Layer):
+            raise ValueError(
+                "`backbone` must be a keras.Model (images -> embeddings); "
+                f"got {type(backbone).__name__}."
+            )
+        if augmentation is not None and not callable(augmentation):
+            raise ValueError(
+                f"`augmentation` must be a Keras layer or None; got {type(augmentation).__name__}."
+            )
+        self.backbone = backbone
+        self.augmentation = augmentation
+
+    def _embed(self, inputs, training):
+        x = inputs
+        if self.augmentation is not None and training:
+            x = self.augmentation(x, training=True)
+        embeddings = self.backbone(x, training=training)
+        if isinstance(embeddings, (list, tuple)):
+            embeddings = embeddings[0]
+        return embeddings
+
+    def embed(self, images, batch_size=64, verbose=0):
+        """Raw (not normalized) embeddings of the backbone, as numpy: ``backbone.predict``."""
+        return self.backbone.predict(images, batch_size=batch_size, verbose=verbose)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "backbone": keras.saving.serialize_keras_object(self.backbone),
+                "augmentation": (
+                    None
+                    if self.augmentation is None
+                    else keras.saving.serialize_keras_object(self.augmentation)
+                ),
+            }
+        )
+        return config
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        config = dict(config)
+        config["backbone"] = keras.saving.deserialize_keras_object(
+            config["backbone"], custom_objects=custom_objects
+        )
+        if config.get("augmentation") is not None:
+            config["augmentation"] = keras.saving.deserialize_keras_object(
+                config["augmentation"], custom_objects=custom_objects
+            )
+        return cls(**config)
+
+
 @keras.saving.register_keras_serializable(package="keras_fr")
-class FaceTrainingModel(keras.Model):
+class FaceTrainingModel(_BackboneModel):
     """A backbone followed by a ``MarginHead``: images -> cosine logits, for ``fit`` with a margin loss.
 
     Args:
@@ -58,18 +116,7 @@ class FaceTrainingModel(keras.Model):
     """
 
     def __init__(self, backbone, num_classes, augmentation=None, head_initializer=None, **kwargs):
-        super().__init__(**kwargs)
-        if not isinstance(backbone, keras.layers.Layer):
-            raise ValueError(
-                "`backbone` must be a keras.Model (images -> embeddings); "
-                f"got {type(backbone).__name__}."
-            )
-        if augmentation is not None and not callable(augmentation):
-            raise ValueError(
-                f"`augmentation` must be a Keras layer or None; got {type(augmentation).__name__}."
-            )
-        self.backbone = backbone
-        self.augmentation = augmentation
+        super().__init__(backbone, augmentation, **kwargs)
         self.margin_head = MarginHead(
             num_classes, kernel_initializer=head_initializer, name="margin_head"
         )
@@ -84,47 +131,19 @@ class FaceTrainingModel(keras.Model):
         _build_head(self, self.margin_head, input_shape)
 
     def call(self, inputs, training=None):
-        x = inputs
-        if self.augmentation is not None and training:
-            x = self.augmentation(x, training=True)
-        embeddings = self.backbone(x, training=training)
-        if isinstance(embeddings, (list, tuple)):
-            embeddings = embeddings[0]
-        return self.margin_head(embeddings)
-
-    def embed(self, images, batch_size=64, verbose=0):
-        """Raw (not normalized) embeddings of the backbone, as numpy: ``backbone.predict``."""
-        return self.backbone.predict(images, batch_size=batch_size, verbose=verbose)
+        return self.margin_head(self._embed(inputs, training))
 
     def get_config(self):
         config = super().get_config()
         config.update(
             {
-                "backbone": keras.saving.serialize_keras_object(self.backbone),
                 "num_classes": self.num_classes,
-                "augmentation": (
-                    None
-                    if self.augmentation is None
-                    else keras.saving.serialize_keras_object(self.augmentation)
-                ),
                 "head_initializer": keras.initializers.serialize(
                     self.margin_head.kernel_initializer
                 ),
             }
         )
         return config
-
-    @classmethod
-    def from_config(cls, config, custom_objects=None):
-        config = dict(config)
-        config["backbone"] = keras.saving.deserialize_keras_object(
-            config["backbone"], custom_objects=custom_objects
-        )
-        if config.get("augmentation") is not None:
-            config["augmentation"] = keras.saving.deserialize_keras_object(
-                config["augmentation"], custom_objects=custom_objects
-            )
-        return cls(**config)
 
 
 def _build_head(model, head, input_shape):
@@ -268,7 +287,7 @@ from keras_fr.distillation import DistillationModel  # noqa: E402,F401  (re-expo
 
 
 @keras.saving.register_keras_serializable(package="keras_fr")
-class PartialFCTrainingModel(keras.Model):
+class PartialFCTrainingModel(_BackboneModel):
     """A backbone followed by a ``PartialFC`` head, for ``model.fit`` with a margin loss.
 
     Like ``keras_fr.training.FaceTrainingModel`` (images -> full cosine logits when called, so
@@ -314,18 +333,7 @@ class PartialFCTrainingModel(keras.Model):
         head_initializer=None,
         **kwargs,
     ):
-        super().__init__(**kwargs)
-        if not isinstance(backbone, keras.layers.Layer):
-            raise ValueError(
-                "`backbone` must be a keras.Model (inputs -> embeddings); "
-                f"got {type(backbone).__name__}."
-            )
-        if augmentation is not None and not callable(augmentation):
-            raise ValueError(
-                f"`augmentation` must be a Keras layer or None; got {type(augmentation).__name__}."
-            )
-        self.backbone = backbone
-        self.augmentation = augmentation
+        super().__init__(backbone, augmentation, **kwargs)
         self.partial_fc = PartialFC(
             num_classes, sample_rate=sample_rate, seed=seed, momentum=momentum,
             weight_decay=weight_decay, learning_rate=head_learning_rate,
@@ -338,15 +346,6 @@ class PartialFCTrainingModel(keras.Model):
 
     def build(self, input_shape):
         _build_head(self, self.partial_fc, input_shape)
-
-    def _embed(self, inputs, training):
-        x = inputs
-        if self.augmentation is not None and training:
-            x = self.augmentation(x, training=True)
-        embeddings = self.backbone(x, training=training)
-        if isinstance(embeddings, (list, tuple)):
-            embeddings = embeddings[0]
-        return embeddings
 
     def call(self, inputs, training=None):
         return self.partial_fc(self._embed(inputs, training))
@@ -420,31 +419,13 @@ class PartialFCTrainingModel(keras.Model):
         head = self.partial_fc
         config.update(
             {
-                "backbone": keras.saving.serialize_keras_object(self.backbone),
                 "num_classes": self.num_classes,
                 "sample_rate": head.sample_rate,
                 "seed": head.seed,
                 "momentum": head.momentum,
                 "weight_decay": head.weight_decay,
                 "head_learning_rate": head.learning_rate,
-                "augmentation": (
-                    None
-                    if self.augmentation is None
-                    else keras.saving.serialize_keras_object(self.augmentation)
-                ),
                 "head_initializer": keras.initializers.serialize(head.kernel_initializer),
             }
         )
         return config
-
-    @classmethod
-    def from_config(cls, config, custom_objects=None):
-        config = dict(config)
-        config["backbone"] = keras.saving.deserialize_keras_object(
-            config["backbone"], custom_objects=custom_objects
-        )
-        if config.get("augmentation") is not None:
-            config["augmentation"] = keras.saving.deserialize_keras_object(
-                config["augmentation"], custom_objects=custom_objects
-            )
-        return cls(**config)
