@@ -84,3 +84,25 @@ def test_convert_verifies_on_given_face_images(checkpoint, tmp_path, capsys):
     out.unlink()
     assert main(["convert", str(path), "--output", str(out), "--verify-images", str(tmp_path / "nope")]) == 2
     assert "--verify-images" in capsys.readouterr().err and not out.exists()
+
+
+def test_convert_float16_storage_is_read_back_and_verified(checkpoint, tmp_path, capsys):
+    from keras_fr.applications import IResNet18
+
+    net, path = checkpoint
+    full, half = tmp_path / "f32.weights.h5", tmp_path / "f16.weights.h5"
+    assert main(["convert", str(path), "--output", str(full)]) == 0
+    assert main(["convert", str(path), "--output", str(half), "--storage-dtype", "float16",
+                 "--verify", "--samples", "2"]) == 0
+    text = capsys.readouterr().out
+    assert "kernels stored as float16" in text and "the float16 file read back" in text
+    assert text.count("verify: OK") == 2
+    assert os.path.getsize(half) < 0.6 * os.path.getsize(full)
+    assert sorted(os.listdir(tmp_path)) == ["f16.weights.h5", "f32.weights.h5"]
+
+    images = _images()
+    with torch.no_grad():
+        expected = net(torch.from_numpy(images.transpose(0, 3, 1, 2).copy())).numpy()
+    actual = np.asarray(IResNet18(weights=str(half))(images, training=False))
+    cos = np.sum(actual * expected, 1) / np.linalg.norm(actual, axis=1) / np.linalg.norm(expected, axis=1)
+    assert cos.min() >= 0.9999
