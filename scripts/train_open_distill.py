@@ -434,6 +434,9 @@ class DistillRun:
         self.model, self.proj, self.optimizer = build(self.cfg)
         self.step, self.wall, self.best = 0, 0.0, -1.0
         self.stop_requested = False
+        #: ``--reschedule``: resuming may change ``phases`` (only); each change is kept in the
+        #: checkpoint as (step, old phases, new phases) so the run's history stays readable.
+        self.allow_reschedule, self.schedule_changes = False, []
 
     # -- state --------------------------------------------------------------------------------
     def state(self):
@@ -444,14 +447,29 @@ class DistillRun:
             "images_seen": self.step * self.cfg["batch_size"], "wall_s": self.wall, "best": self.best,
             "model": self.model.state_dict(), "proj": self.proj.state_dict(),
             "optimizer": self.optimizer.state_dict(), "rng": rng_states(),
+            "schedule_changes": self.schedule_changes,
         }
 
     def _check_config(self, ckpt):
         ckpt["config"] = {**CONFIG_DEFAULTS, **ckpt["config"]}
+        self.schedule_changes = list(ckpt.get("schedule_changes", []))
+        old_phases = ckpt["config"]["phases"]
+        if self.allow_reschedule and old_phases != self.cfg["phases"]:
+            if self.step_of(ckpt) >= self.total_steps:
+                raise SystemExit(f"--reschedule: the new phases {self.cfg['phases']!r} end at step "
+                                 f"{self.total_steps}, not after the checkpoint's step {self.step_of(ckpt)}")
+            self.schedule_changes.append([int(self.step_of(ckpt)), old_phases, self.cfg["phases"]])
+            self.log(f"--reschedule: phases {old_phases} -> {self.cfg['phases']} at step {self.step_of(ckpt)} "
+                     f"({self.total_steps} steps in all)")
+            ckpt["config"] = {**ckpt["config"], "phases": self.cfg["phases"]}
         if ckpt["config"] != self.cfg or ckpt["steps_per_epoch"] != self.steps_per_epoch:
             diff = {k: (ckpt["config"].get(k), v) for k, v in self.cfg.items() if ckpt["config"].get(k) != v}
             raise SystemExit(f"checkpoint was made with another configuration or data size: {diff} "
                              f"(steps/epoch {ckpt['steps_per_epoch']} vs {self.steps_per_epoch})")
+
+    @staticmethod
+    def step_of(ckpt):
+        return ckpt["step"]
 
     def load(self, path):
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
@@ -655,6 +673,9 @@ def parse_args(argv=None):
     ap.add_argument("--threads", type=int, default=1,
                     help="intra-op threads (default 1: on the shared 2-core machine, 2 threads collapsed to "
                          "1-3 img/s at 64px whenever other jobs ran, against 19 img/s with 1)")
+    ap.add_argument("--reschedule", action="store_true",
+                    help="when resuming, accept a --phases different from the checkpoint's (recorded in it); "
+                         "the cosine schedule then follows the new total from the current step on")
     ap.add_argument("--ckpt-minutes", type=float, default=15.0)
     ap.add_argument("--max-steps", type=int, default=None, help="stop at this global step (checkpointed)")
     ap.add_argument("--bench-steps", type=int, default=4,
@@ -699,6 +720,7 @@ def main(argv=None):
     if export and not os.path.isabs(export):
         export = str(REPO / export)
     run = DistillRun(cfg, train, val, ckpt_dir, args.docs_dir, args.ckpt_minutes, repo_export=export, log=log)
+    run.allow_reschedule = args.reschedule
     log(f"schedule: phases {run.phases}, {run.steps_per_epoch} steps/epoch of {args.batch_size}, "
         f"{run.total_steps} steps in all; AdamW lr {args.lr} (warm-up {args.warmup_steps}, cosine to "
         f"{args.min_lr_ratio}x), wd {args.weight_decay}, relational weight {args.relational_weight}")

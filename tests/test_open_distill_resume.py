@@ -128,3 +128,37 @@ def test_centred_targets_and_the_resume_check(tmp_path):
     other = tod.DistillRun(_config(center_teacher=False), _data(tod), _val(tod), tmp_path / "c", log=quiet)
     with pytest.raises(SystemExit, match="center_teacher"):
         other.load(tmp_path / "c" / "last.pt")
+
+
+def test_reschedule_changes_only_the_phases_and_is_recorded(tmp_path):
+    torch.set_num_threads(1)
+    tod = _load_script()
+    quiet = lambda *a: None  # noqa: E731
+    run = tod.DistillRun(_config(phases="32:3,48:1"), _data(tod), _val(tod), tmp_path / "r", log=quiet)
+    run.run(max_steps=2)
+    # Without --reschedule another --phases is refused, naming the setting.
+    shorter = tod.DistillRun(_config(phases="32:2,48:1"), _data(tod), _val(tod), tmp_path / "r", log=quiet)
+    with pytest.raises(SystemExit, match="phases"):
+        shorter.load(tmp_path / "r" / "last.pt")
+    shorter = tod.DistillRun(_config(phases="32:2,48:1"), _data(tod), _val(tod), tmp_path / "r", log=quiet)
+    shorter.allow_reschedule = True
+    shorter.load(tmp_path / "r" / "last.pt")
+    assert shorter.step == 2 and shorter.total_steps == 6
+    assert shorter.schedule_changes == [[2, "32:3,48:1", "32:2,48:1"]]
+    diff = (_flat(run) - _flat(shorter)).abs().max().item()
+    assert diff == 0.0
+    # Any other setting still refuses, even with --reschedule.
+    other = tod.DistillRun(_config(phases="32:2,48:1", lr=5e-4), _data(tod), _val(tod), tmp_path / "r",
+                           log=quiet)
+    other.allow_reschedule = True
+    with pytest.raises(SystemExit, match="lr"):
+        other.load(tmp_path / "r" / "last.pt")
+    # A schedule that ends before the checkpoint's step is refused.
+    early = tod.DistillRun(_config(phases="32:1"), _data(tod), _val(tod), tmp_path / "r", log=quiet)
+    early.allow_reschedule = True
+    with pytest.raises(SystemExit, match="not after the checkpoint"):
+        early.load(tmp_path / "r" / "last.pt")
+    # The change is kept in the next checkpoint.
+    shorter.run(max_steps=3)
+    saved = torch.load(tmp_path / "r" / "last.pt", weights_only=True)
+    assert saved["schedule_changes"] == [[2, "32:3,48:1", "32:2,48:1"]] and saved["total_steps"] == 6
