@@ -3,6 +3,9 @@
 import numpy as np
 import keras
 
+from keras_fr.evaluation import extract_embeddings, verify_pairs
+from keras_fr.evaluation import read_pairs
+
 
 class VerificationCallback(keras.callbacks.Callback):
     """Measure verification accuracy on a pair set at the end of training epochs.
@@ -52,7 +55,6 @@ class VerificationCallback(keras.callbacks.Callback):
         verbose=1,
     ):
         super().__init__()
-        from keras_fr.evaluation import read_pairs
 
         for arg, value in (("every_n_epochs", every_n_epochs), ("batch_size", batch_size)):
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
@@ -79,7 +81,6 @@ class VerificationCallback(keras.callbacks.Callback):
 
     def evaluate(self):
         """Embed the pairs with the current weights and return the :class:`VerificationResult`."""
-        from keras_fr.evaluation import extract_embeddings, verify_pairs
 
         emb = extract_embeddings(
             self._embedder(), self.pairs.images, batch_size=self.batch_size, flip=self.flip, verbose=0

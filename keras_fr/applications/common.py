@@ -11,6 +11,9 @@ import keras
 import numpy as np
 from keras import ops
 
+from keras_fr.applications import MODELS, get_model
+from keras_fr.applications import weights as weights_registry
+
 #: Face crops are 112x112 RGB, aligned with the ArcFace 5-point template (REFERENCE.md).
 DEFAULT_SIZE = 112
 #: Every network here downsamples by 32 (MSConv) or 16 (IResNet); below this the maps vanish.
@@ -80,19 +83,100 @@ def count_parameters(model):
     )
 
 
-def check_pooling(pooling):
-    """Validate a `pooling` argument.
+def check_pooling(pooling, include_top=False):
+    """Validate a `pooling` argument, the same way for every family.
 
     Args:
-        pooling: The value to check; one of `None`, `"avg"` or `"max"`.
+        pooling: `None`, `"avg"` or `"max"`.
+        include_top: whether the model has its embedding head; `pooling` then must be `None`
+            (the head decides how the map becomes a vector, so a pooling would be ignored: it is
+            refused instead, in every family).
 
     Raises:
-        ValueError: If `pooling` is not one of `None`, `"avg"` or `"max"`.
+        ValueError: `pooling` is not one of `None`, `"avg"`, `"max"`, or is given with the head.
     """
     if pooling not in POOLINGS:
         raise ValueError(
             f"`pooling` must be one of None, 'avg' or 'max'; got {pooling!r}."
         )
+    if include_top and pooling is not None:
+        raise ValueError(
+            f"`pooling` applies only with include_top=False; got pooling={pooling!r} with "
+            "include_top=True."
+        )
+
+
+def check_builder_args(include_top, weights, pooling, embedding_size=None):
+    """The checks every application builder makes before building anything.
+
+    Args:
+        include_top: must be a bool.
+        weights: `None`, a preset tag or a path; a value that looks like a path (a separator, or
+            ending in `.h5` / `.keras`) must exist, so a typo fails before a slow build.
+        pooling: see :func:`check_pooling`.
+        embedding_size: a positive integer, or `None` for a family with a fixed size.
+
+    Raises:
+        ValueError: naming the argument and what was expected.
+    """
+    if not isinstance(include_top, bool):
+        raise ValueError(f"`include_top` must be True or False; got {include_top!r}.")
+    check_pooling(pooling, include_top)
+    if embedding_size is not None:
+        check_embedding_size(embedding_size)
+    if weights is None:
+        return
+    if not isinstance(weights, (str, os.PathLike)):
+        raise ValueError(
+            "`weights` must be None, a preset tag or the path of a .weights.h5 / .keras file; "
+            f"got {type(weights).__name__}."
+        )
+    path = os.fspath(weights)
+    if not os.path.exists(path) and (os.sep in path or path.endswith((".h5", ".keras"))):
+        raise ValueError(f"`weights` file not found: {path!r}.")
+
+
+def check_blocks(blocks, argument="blocks"):
+    """Validate the four per-stage block counts a family builder takes."""
+    if not isinstance(blocks, (list, tuple)) or len(blocks) != 4:
+        raise ValueError(f"`{argument}` must be four block counts; got {blocks!r}.")
+    for count in blocks:
+        check_positive_int(argument, count)
+
+
+def global_pooling(x, pooling):
+    """The optional pooling of a headless model, the same in every family.
+
+    `"avg"` -> a `GlobalAveragePooling2D` named `avg_pool`, `"max"` -> a `GlobalMaxPooling2D`
+    named `max_pool` (the `keras.applications` names), both computed in float32 like the embedding
+    heads, so pooled features are float32 under a mixed precision policy too; `None` returns `x`.
+    """
+    if pooling == "avg":
+        return keras.layers.GlobalAveragePooling2D(name="avg_pool", dtype="float32")(x)
+    if pooling == "max":
+        return keras.layers.GlobalMaxPooling2D(name="max_pool", dtype="float32")(x)
+    return x
+
+
+def finish_model(model_inputs, features, *, head, pooling, name, model_name, weights, full_model):
+    """The last step of every builder: the head (or the pooling), the `keras.Model`, the weights.
+
+    Args:
+        model_inputs: the functional graph's inputs.
+        features: the backbone's feature map.
+        head: a callable mapping the feature map to the model's output(s), or `None` for a headless
+            model (`include_top=False`), which is then pooled by :func:`global_pooling`.
+        pooling: as given to the builder.
+        name: the user's `name`, or `None` for `model_name`.
+        model_name: the registry name (resolves preset tags).
+        weights: as given to the builder.
+        full_model: a zero-argument callable building the same network with its head at the
+            default input size; used for a headless model, so a full-model weights file fills its
+            backbone by layer name (see :func:`load_model_weights`).
+    """
+    outputs = global_pooling(features, pooling) if head is None else head(features)
+    model = keras.Model(model_inputs, outputs, name=name or model_name)
+    return load_model_weights(model, weights, model_name, build_full_model=full_model if head is None else None)
 
 
 def check_embedding_size(embedding_size):
@@ -377,7 +461,6 @@ def identify_weights(count, values):
     Returns:
         A sorted list of registry names (empty when nothing matches).
     """
-    from keras_fr.applications import MODELS, get_model
 
     found = [name for name, fp in WEIGHTS_FINGERPRINTS.items() if fp == (count, values)]
     for name in MODELS:
@@ -446,16 +529,7 @@ def _load_keras_file(path):
 
 def _resolve_tag(model_name, tag):
     """Turn a preset tag into a local file path through the weights registry."""
-    try:
-        from keras_fr.applications import weights as registry
-    except ImportError:  # pragma: no cover - the registry is part of the package
-        registry = None
-    if registry is None or not hasattr(registry, "get_weights_file"):
-        raise ValueError(
-            f"`weights` must be None or the path of an existing .weights.h5 / .keras file; got "
-            f"{tag!r}, which is not a file (preset tags are not available in this build)."
-        )
-    return registry.get_weights_file(model_name, tag)
+    return weights_registry.get_weights_file(model_name, tag)
 
 
 BASE_DOCSTRING = """Instantiates the {name} face recognition network.

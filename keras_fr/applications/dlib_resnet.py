@@ -207,15 +207,8 @@ def _check_static_size(img_input, argument):
         )
 
 
-def DlibResNet(
-    *,
-    include_top=True,
-    weights="dlib_v1",
-    input_tensor=None,
-    input_shape=None,
-    pooling=None,
-    name=None,
-):
+def DlibResNet(*, include_top=True, weights="dlib_v1", input_tensor=None, input_shape=None, pooling=None,
+               name=None):
     """Instantiates dlib's face recognition ResNet (``dlib_face_recognition_resnet_model_v1``).
 
     Reference: dlib (Davis E. King), ``dnn_face_recognition_ex.cpp``; the released weights are CC0
@@ -250,11 +243,7 @@ def DlibResNet(
         model = DlibResNet()                      # dlib's weights
         descriptor = model(preprocess_input(chips))  # chips: (N, 150, 150, 3) RGB in [0, 255]
     """
-    from keras_fr.applications import iresnet
-
-    if not isinstance(include_top, bool):
-        raise ValueError(f"`include_top` must be True or False; got {include_top!r}.")
-    iresnet.check_top_and_pooling(include_top, pooling)
+    common.check_builder_args(include_top, weights, pooling)
     if input_tensor is None and input_shape is None:
         input_shape = (DEFAULT_SIZE, DEFAULT_SIZE, 3)
     img_input, model_inputs = common.obtain_input(input_tensor, input_shape, min_size=MIN_SIZE)
@@ -268,15 +257,10 @@ def DlibResNet(
         for block in range(1, blocks + 1):
             x = dlib_residual_block(x, filters, downsample and block == 1,
                                     f"stage{stage}_block{block}")
-    if include_top:
-        x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
-        x = layers.Dense(EMBEDDING_SIZE, use_bias=False, name="fc")(x)
-    else:
-        x = iresnet.apply_pooling(x, pooling)
-    model = keras.Model(model_inputs, x, name=name or MODEL_NAME)
+    def head(x):
+        x = common.global_pooling(x, "avg")
+        return layers.Dense(EMBEDDING_SIZE, use_bias=False, name="fc")(x)
 
-    build_full_model = None
-    if not include_top:
-        def build_full_model():
-            return DlibResNet(include_top=True, weights=None)
-    return common.load_model_weights(model, weights, MODEL_NAME, build_full_model)
+    return common.finish_model(model_inputs, x, head=head if include_top else None, pooling=pooling,
+                               name=name, model_name=MODEL_NAME, weights=weights,
+                               full_model=lambda: DlibResNet(weights=None))

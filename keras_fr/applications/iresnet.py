@@ -223,57 +223,8 @@ def check_dropout(dropout):
         raise ValueError(f"`dropout` must be a number in [0, 1); got {dropout!r}.")
 
 
-def check_top_and_pooling(include_top, pooling):
-    """Validate `pooling` and check it is compatible with `include_top`.
-
-    Args:
-        include_top: Whether the model includes its embedding head.
-        pooling: `None`, `"avg"` or `"max"`; only `None` is allowed when
-            `include_top` is true.
-
-    Raises:
-        ValueError: If `pooling` is not one of `None`, `"avg"` or `"max"`, or
-            if it is not `None` while `include_top` is true.
-    """
-    common.check_pooling(pooling)
-    if include_top and pooling is not None:
-        raise ValueError(
-            f"`pooling` applies only with include_top=False; got pooling={pooling!r} with "
-            "include_top=True."
-        )
-
-
-def apply_pooling(x, pooling):
-    """Apply the global pooling chosen for `include_top=False`.
-
-    Args:
-        x: A 4D feature map tensor, `(batch, height, width, channels)`.
-        pooling: `"avg"` for global average pooling, `"max"` for global max
-            pooling, or `None` to keep the feature map.
-
-    Returns:
-        A 2D tensor `(batch, channels)` when `pooling` is `"avg"` or
-        `"max"`, else `x` unchanged.
-    """
-    if pooling == "avg":
-        return layers.GlobalAveragePooling2D(name="avg_pool")(x)
-    if pooling == "max":
-        return layers.GlobalMaxPooling2D(name="max_pool")(x)
-    return x
-
-
-def IResNet(
-    blocks,
-    model_name="iresnet",
-    include_top=True,
-    weights=None,
-    input_tensor=None,
-    input_shape=None,
-    pooling=None,
-    embedding_size=512,
-    name=None,
-    dropout=0.0,
-):
+def IResNet(blocks, model_name="iresnet", *, include_top=True, weights=None, input_tensor=None,
+            input_shape=None, pooling=None, embedding_size=512, name=None, dropout=0.0):
     """Builds an IResNet of any depth; the public variants only choose ``blocks``.
 
     Args:
@@ -293,89 +244,75 @@ def IResNet(
         >>> model.output_shape
         (None, 512)
     """
-    check_top_and_pooling(include_top, pooling)
-    common.check_embedding_size(embedding_size)
+    common.check_builder_args(include_top, weights, pooling, embedding_size)
     check_dropout(dropout)
-    if not isinstance(blocks, (list, tuple)) or len(blocks) != 4:
-        raise ValueError(f"`blocks` must be four block counts; got {blocks!r}.")
-    for count in blocks:
-        common.check_positive_int("blocks", count)
+    common.check_blocks(blocks)
     img_input, model_inputs = common.obtain_input(
         input_tensor, input_shape, fixed_size=TOP_INPUT_SIZE if include_top else None
     )
-    x = iresnet_backbone(img_input, blocks)
-    if include_top:
-        x = iresnet_embedding_head(x, embedding_size, dropout)
-    else:
-        x = apply_pooling(x, pooling)
-    model = keras.Model(model_inputs, x, name=name or model_name)
-
-    build_full_model = None
-    if not include_top:
-        def build_full_model():
-            return IResNet(
-                blocks, model_name, include_top=True, embedding_size=embedding_size,
-                dropout=dropout,
-            )
-    return common.load_model_weights(model, weights, model_name, build_full_model)
+    return common.finish_model(
+        model_inputs, iresnet_backbone(img_input, blocks), pooling=pooling, name=name,
+        head=(lambda x: iresnet_embedding_head(x, embedding_size, dropout)) if include_top else None,
+        model_name=model_name, weights=weights,
+        full_model=lambda: IResNet(blocks, model_name, embedding_size=embedding_size, dropout=dropout),
+    )
 
 
-def _variant(depth):
-    def builder(
-        include_top=True,
-        weights=None,
-        input_tensor=None,
-        input_shape=None,
-        pooling=None,
-        embedding_size=512,
-        name=None,
-        dropout=0.0,
-    ):
-        return IResNet(
-            IRESNET_BLOCKS[depth],
-            model_name=f"iresnet{depth}",
-            include_top=include_top,
-            weights=weights,
-            input_tensor=input_tensor,
-            input_shape=input_shape,
-            pooling=pooling,
-            embedding_size=embedding_size,
-            name=name,
-            dropout=dropout,
-        )
+def IResNet18(*, include_top=True, weights=None, input_tensor=None, input_shape=None, pooling=None,
+              embedding_size=512, name=None, dropout=0.0):
+    return IResNet(IRESNET_BLOCKS[18], "iresnet18", **locals())
 
-    builder.__name__ = builder.__qualname__ = f"IResNet{depth}"
-    builder.__doc__ = common.BASE_DOCSTRING.format(
-        name=f"IResNet{depth}",
+
+def IResNet34(*, include_top=True, weights=None, input_tensor=None, input_shape=None, pooling=None,
+              embedding_size=512, name=None, dropout=0.0):
+    return IResNet(IRESNET_BLOCKS[34], "iresnet34", **locals())
+
+
+def IResNet50(*, include_top=True, weights=None, input_tensor=None, input_shape=None, pooling=None,
+              embedding_size=512, name=None, dropout=0.0):
+    return IResNet(IRESNET_BLOCKS[50], "iresnet50", **locals())
+
+
+def IResNet100(*, include_top=True, weights=None, input_tensor=None, input_shape=None, pooling=None,
+               embedding_size=512, name=None, dropout=0.0):
+    return IResNet(IRESNET_BLOCKS[100], "iresnet100", **locals())
+
+
+def IResNet200(*, include_top=True, weights=None, input_tensor=None, input_shape=None, pooling=None,
+               embedding_size=512, name=None, dropout=0.0):
+    return IResNet(IRESNET_BLOCKS[200], "iresnet200", **locals())
+
+
+_INPUT_SHAPE_NOTE = (
+    "        With `include_top=True` it must be 112x112 (the head flattens the 7x7x512\n"
+    "        map); with `include_top=False` any size of at least 32x32 works."
+)
+_EXTRA_ARGS = (
+    "    dropout: dropout rate before the embedding `fc` layer (default 0.0, as in\n"
+    "        insightface's released models).\n"
+)
+_RAISES_AND_EXAMPLE = """
+Raises:
+    ValueError: an input other than 112x112x3 with `include_top=True`, an input
+        smaller than 32x32, `pooling` not in (None, 'avg', 'max') or given with
+        `include_top=True`, a non-positive `embedding_size`, `dropout` outside [0, 1),
+        or a missing weights file.
+
+Example:
+
+>>> model = keras_fr.applications.IResNet{depth}()
+>>> model.output_shape
+(None, 512)
+"""
+
+for _depth, _fn in ((18, IResNet18), (34, IResNet34), (50, IResNet50), (100, IResNet100), (200, IResNet200)):
+    _fn.__doc__ = common.BASE_DOCSTRING.format(
+        name=f"IResNet{_depth}",
         reference=(
             "Deng et al., ArcFace: Additive Angular Margin Loss for Deep Face Recognition "
             "(CVPR 2019); architecture exact to insightface `arcface_torch` `iresnet"
-            f"{depth}` (stages {IRESNET_BLOCKS[depth]})."
+            f"{_depth}` (stages {IRESNET_BLOCKS[_depth]})."
         ),
-        input_shape_note=(
-            "        With `include_top=True` it must be 112x112 (the head flattens the 7x7x512\n"
-            "        map); with `include_top=False` any size of at least 32x32 works."
-        ),
-        extra_args=(
-            "    dropout: dropout rate before the embedding `fc` layer (default 0.0, as in\n"
-            "        insightface's released models).\n"
-        ),
-    ) + (
-            "\nRaises:\n"
-            "    ValueError: an input other than 112x112x3 with `include_top=True`, an input\n"
-            "        smaller than 32x32, `pooling` not in (None, 'avg', 'max') or given with\n"
-            "        `include_top=True`, a non-positive `embedding_size`, `dropout` outside [0, 1),\n"
-            "        or a missing weights file.\n"
-            "\nExample:\n\n"
-            f">>> model = keras_fr.applications.IResNet{depth}()\n"
-            ">>> model.output_shape\n"
-            "(None, 512)\n"
-    )
-    return builder
-
-
-IResNet18 = _variant(18)
-IResNet34 = _variant(34)
-IResNet50 = _variant(50)
-IResNet100 = _variant(100)
-IResNet200 = _variant(200)
+        input_shape_note=_INPUT_SHAPE_NOTE,
+        extra_args=_EXTRA_ARGS,
+    ) + _RAISES_AND_EXAMPLE.format(depth=_depth)

@@ -49,21 +49,9 @@ def _check_lgaf_args(num_heads, fusion, return_branches, embedding_size):
         raise ValueError(f"`return_branches` must be True or False; got {return_branches!r}.")
 
 
-def LGAFResNet(
-    blocks,
-    model_name="lgaf_resnet",
-    include_top=True,
-    weights=None,
-    input_tensor=None,
-    input_shape=None,
-    pooling=None,
-    embedding_size=512,
-    name=None,
-    dropout=0.0,
-    num_heads=4,
-    fusion="quality",
-    return_branches=False,
-):
+def LGAFResNet(blocks, model_name="lgaf_resnet", *, include_top=True, weights=None, input_tensor=None,
+               input_shape=None, pooling=None, embedding_size=512, name=None, dropout=0.0, num_heads=4,
+               fusion="quality", return_branches=False):
     """Builds an LGAF network on an IResNet backbone of any depth (the variants choose ``blocks``).
 
     Args:
@@ -83,21 +71,17 @@ def LGAFResNet(
         >>> model.output_shape
         (None, 128)
     """
-    iresnet.check_top_and_pooling(include_top, pooling)
-    common.check_embedding_size(embedding_size)
+    common.check_builder_args(include_top, weights, pooling, embedding_size)
     iresnet.check_dropout(dropout)
     _check_lgaf_args(num_heads, fusion, return_branches, embedding_size)
     if return_branches and not include_top:
         raise ValueError("`return_branches=True` needs include_top=True (the branches are the top).")
-    if not isinstance(blocks, (list, tuple)) or len(blocks) != 4:
-        raise ValueError(f"`blocks` must be four block counts; got {blocks!r}.")
-    for count in blocks:
-        common.check_positive_int("blocks", count)
+    common.check_blocks(blocks)
     img_input, model_inputs = common.obtain_input(
         input_tensor, input_shape, fixed_size=iresnet.TOP_INPUT_SIZE if include_top else None
     )
-    feature_map = iresnet.iresnet_backbone(img_input, blocks)  # C(x)
-    if include_top:
+
+    def head(feature_map):  # C(x) -> the fused embedding (or the named branches)
         # GFE (global feature): exactly the ArcFace IResNet head.
         global_feature = iresnet.iresnet_embedding_head(feature_map, embedding_size, dropout)
         # MHMS (local feature), Eq. 12-14.
@@ -108,31 +92,35 @@ def LGAFResNet(
         fused = FeatureQualityFusion(
             mode=fusion, return_gammas=return_branches, name="fusion", dtype="float32"
         )([local_feature, global_feature])
-        if return_branches:
-            # Named float32 outputs: model.output_names == BRANCH_OUTPUT_NAMES.
-            fused, gamma_local, gamma_global = fused
-            tensors = {
-                "fused": fused, "local": local_feature, "global": global_feature,
-                "gamma_local": gamma_local, "gamma_global": gamma_global,
-            }
-            outputs = [
-                layers.Identity(name=out_name, dtype="float32")(tensors[out_name])
-                for out_name in BRANCH_OUTPUT_NAMES
-            ]
-        else:
-            outputs = fused
-    else:
-        outputs = iresnet.apply_pooling(feature_map, pooling)
-    model = keras.Model(model_inputs, outputs, name=name or model_name)
+        if not return_branches:
+            return fused
+        # Named float32 outputs: model.output_names == BRANCH_OUTPUT_NAMES.
+        fused, gamma_local, gamma_global = fused
+        tensors = {
+            "fused": fused, "local": local_feature, "global": global_feature,
+            "gamma_local": gamma_local, "gamma_global": gamma_global,
+        }
+        return [layers.Identity(name=out_name, dtype="float32")(tensors[out_name])
+                for out_name in BRANCH_OUTPUT_NAMES]
 
-    build_full_model = None
-    if not include_top:
-        def build_full_model():
-            return LGAFResNet(
-                blocks, model_name, include_top=True, embedding_size=embedding_size,
-                dropout=dropout, num_heads=num_heads, fusion=fusion,
-            )
-    return common.load_model_weights(model, weights, model_name, build_full_model)
+    return common.finish_model(
+        model_inputs, iresnet.iresnet_backbone(img_input, blocks), head=head if include_top else None,
+        pooling=pooling, name=name, model_name=model_name, weights=weights,
+        full_model=lambda: LGAFResNet(blocks, model_name, embedding_size=embedding_size, dropout=dropout,
+                                      num_heads=num_heads, fusion=fusion),
+    )
+
+
+def LGAFResNet50(*, include_top=True, weights=None, input_tensor=None, input_shape=None, pooling=None,
+                 embedding_size=512, name=None, dropout=0.0, num_heads=4, fusion="quality",
+                 return_branches=False):
+    return LGAFResNet(iresnet.IRESNET_BLOCKS[50], "lgaf_resnet50", **locals())
+
+
+def LGAFResNet100(*, include_top=True, weights=None, input_tensor=None, input_shape=None, pooling=None,
+                  embedding_size=512, name=None, dropout=0.0, num_heads=4, fusion="quality",
+                  return_branches=False):
+    return LGAFResNet(iresnet.IRESNET_BLOCKS[100], "lgaf_resnet100", **locals())
 
 
 _DOC_EXTRA = """    dropout: dropout rate of the global branch before its `fc` layer (default 0.0).
@@ -163,54 +151,18 @@ Example:
 """
 
 
-def _variant(depth):
-    def builder(
-        include_top=True,
-        weights=None,
-        input_tensor=None,
-        input_shape=None,
-        pooling=None,
-        embedding_size=512,
-        name=None,
-        dropout=0.0,
-        num_heads=4,
-        fusion="quality",
-        return_branches=False,
-    ):
-        return LGAFResNet(
-            iresnet.IRESNET_BLOCKS[depth],
-            model_name=f"lgaf_resnet{depth}",
-            include_top=include_top,
-            weights=weights,
-            input_tensor=input_tensor,
-            input_shape=input_shape,
-            pooling=pooling,
-            embedding_size=embedding_size,
-            name=name,
-            dropout=dropout,
-            num_heads=num_heads,
-            fusion=fusion,
-            return_branches=return_branches,
-        )
-
-    public = f"LGAFResNet{depth}"
-    builder.__name__ = builder.__qualname__ = public
-    builder.__doc__ = common.BASE_DOCSTRING.format(
-        name=public,
+for _depth, _fn in ((50, LGAFResNet50), (100, LGAFResNet100)):
+    _fn.__doc__ = common.BASE_DOCSTRING.format(
+        name=_fn.__name__,
         reference=(
             "Local and Global Feature Attention Fusion Network for Face Recognition (LGAF); "
-            f"IResNet-{depth} backbone (insightface `arcface_torch` layout), MHMS local branch, "
-            "ArcFace global branch and feature-quality fusion as fixed in the project's "
-            "REFERENCE.md section 3 (no public code exists)."
+            f"IResNet-{_depth} backbone (insightface `arcface_torch` layout), MHMS local branch, "
+            "ArcFace global branch and feature-quality fusion as described in docs/architecture.md "
+            "(no public code exists)."
         ),
         input_shape_note=(
             "        With `include_top=True` it must be 112x112 (both branches flatten the 7x7x512\n"
             "        map); with `include_top=False` any size of at least 32x32 works."
         ),
         extra_args=_DOC_EXTRA,
-    ) + _DOC_TAIL.format(name=public)
-    return builder
-
-
-LGAFResNet50 = _variant(50)
-LGAFResNet100 = _variant(100)
+    ) + _DOC_TAIL.format(name=_fn.__name__)

@@ -7,8 +7,6 @@ reference checkpoint converts mechanically. Strided layers use explicit symmetri
 ``"valid"`` (PyTorch padding), and the stem's max pool pads with -inf.
 """
 
-import os
-
 import keras
 
 from keras_fr.applications import common
@@ -22,7 +20,7 @@ from keras_fr.layers.msconv import (
     resolve_grouped_conv,
 )
 
-__all__ = ["MSConvResNet26", "MSConvResNet50", "MSConvResNet101", "preprocess_input"]
+__all__ = ["MSConvResNet", "MSConvResNet26", "MSConvResNet50", "MSConvResNet101", "preprocess_input"]
 
 #: (in, mid, out) channels and the first block's stride, per stage (stage_1 .. stage_4).
 STAGES = ((64, 128, 256, 1), (256, 256, 512, 2), (512, 512, 1024, 2), (1024, 1024, 2048, 2))
@@ -80,18 +78,8 @@ def _ms_unit(x, in_channels, mid_channels, out_channels, strides, prefix, groupe
     return _prelu(f"{prefix}_prelu")(y)
 
 
-def MSConvResNet(
-    depths,
-    include_top=True,
-    weights=None,
-    input_tensor=None,
-    input_shape=None,
-    pooling=None,
-    embedding_size=512,
-    name=None,
-    model_name="msconv_resnet",
-    grouped_conv="auto",
-):
+def MSConvResNet(depths, model_name="msconv_resnet", *, include_top=True, weights=None, input_tensor=None,
+                 input_shape=None, pooling=None, embedding_size=512, name=None, grouped_conv="auto"):
     """Build an MSConv ResNet from its blocks per stage (the shared builder of this family).
 
     Args:
@@ -101,22 +89,14 @@ def MSConvResNet(
 
     Returns:
         A `keras.Model`.
+
+    Example:
+        >>> MSConvResNet((1, 1, 1, 1), include_top=False, pooling="avg").output_shape
+        (None, 2048)
     """
-    if not isinstance(include_top, bool):
-        raise ValueError(f"`include_top` must be True or False; got {include_top!r}.")
-    common.check_pooling(pooling)
-    common.check_embedding_size(embedding_size)
+    common.check_builder_args(include_top, weights, pooling, embedding_size)
+    common.check_blocks(depths, "depths")
     resolve_grouped_conv(grouped_conv)  # validates
-    if weights is not None and not isinstance(weights, str) and not hasattr(weights, "__fspath__"):
-        raise ValueError(
-            "`weights` must be None, a preset tag or the path of a .weights.h5 / .keras file; "
-            f"got {type(weights).__name__}."
-        )
-    if weights is not None:
-        # Fail before the (slow) build when a path is clearly meant but missing.
-        path = os.fspath(weights)
-        if not os.path.exists(path) and (os.sep in path or path.endswith((".h5", ".keras"))):
-            raise ValueError(f"`weights` file not found: {path!r}.")
     img_input, model_inputs = common.obtain_input(input_tensor, input_shape)
 
     # Stem (`basic_conv`): 7x7/2 conv with PyTorch's symmetric padding 3, BN, PReLU; 3x3/2 max pool.
@@ -138,83 +118,32 @@ def MSConvResNet(
                 grouped_conv,
             )
 
-    # The embedding head is computed in float32 even under a mixed precision policy.
-    if include_top:
-        x = keras.layers.GlobalAveragePooling2D(name="gap", dtype="float32")(x)
-        # The reference's dropout is defined but not applied in forward: none here.
-        x = keras.layers.Dense(embedding_size, name="classifier", dtype="float32")(x)
-    elif pooling == "avg":
-        x = keras.layers.GlobalAveragePooling2D(name="gap", dtype="float32")(x)
-    elif pooling == "max":
-        x = keras.layers.GlobalMaxPooling2D(name="gmp", dtype="float32")(x)
+    def head(x):
+        # Computed in float32 even under a mixed precision policy. The reference's dropout is
+        # defined but not applied in forward: none here.
+        x = common.global_pooling(x, "avg")
+        return keras.layers.Dense(embedding_size, name="classifier", dtype="float32")(x)
 
-    model = keras.Model(model_inputs, x, name=name or model_name)
-
-    build_full_model = None
-    if not include_top:
-
-        def build_full_model():
-            return MSConvResNet(
-                depths,
-                include_top=True,
-                embedding_size=embedding_size,
-                model_name=model_name,
-                grouped_conv=grouped_conv,
-            )
-
-    common.load_model_weights(model, weights, model_name, build_full_model=build_full_model)
-    return model
-
-
-def MSConvResNet26(
-    include_top=True,
-    weights=None,
-    input_tensor=None,
-    input_shape=None,
-    pooling=None,
-    embedding_size=512,
-    name=None,
-    *,
-    grouped_conv="auto",
-):
-    return MSConvResNet(
-        DEPTHS[26], include_top, weights, input_tensor, input_shape, pooling, embedding_size,
-        name, model_name="msconv_resnet26", grouped_conv=grouped_conv,
+    return common.finish_model(
+        model_inputs, x, head=head if include_top else None, pooling=pooling, name=name,
+        model_name=model_name, weights=weights,
+        full_model=lambda: MSConvResNet(depths, model_name, embedding_size=embedding_size, grouped_conv=grouped_conv),
     )
 
 
-def MSConvResNet50(
-    include_top=True,
-    weights=None,
-    input_tensor=None,
-    input_shape=None,
-    pooling=None,
-    embedding_size=512,
-    name=None,
-    *,
-    grouped_conv="auto",
-):
-    return MSConvResNet(
-        DEPTHS[50], include_top, weights, input_tensor, input_shape, pooling, embedding_size,
-        name, model_name="msconv_resnet50", grouped_conv=grouped_conv,
-    )
+def MSConvResNet26(*, include_top=True, weights=None, input_tensor=None, input_shape=None, pooling=None,
+                   embedding_size=512, name=None, grouped_conv="auto"):
+    return MSConvResNet(DEPTHS[26], "msconv_resnet26", **locals())
 
 
-def MSConvResNet101(
-    include_top=True,
-    weights=None,
-    input_tensor=None,
-    input_shape=None,
-    pooling=None,
-    embedding_size=512,
-    name=None,
-    *,
-    grouped_conv="auto",
-):
-    return MSConvResNet(
-        DEPTHS[101], include_top, weights, input_tensor, input_shape, pooling, embedding_size,
-        name, model_name="msconv_resnet101", grouped_conv=grouped_conv,
-    )
+def MSConvResNet50(*, include_top=True, weights=None, input_tensor=None, input_shape=None, pooling=None,
+                   embedding_size=512, name=None, grouped_conv="auto"):
+    return MSConvResNet(DEPTHS[50], "msconv_resnet50", **locals())
+
+
+def MSConvResNet101(*, include_top=True, weights=None, input_tensor=None, input_shape=None, pooling=None,
+                    embedding_size=512, name=None, grouped_conv="auto"):
+    return MSConvResNet(DEPTHS[101], "msconv_resnet101", **locals())
 
 
 _INPUT_SHAPE_NOTE = (
@@ -232,7 +161,7 @@ _EXTRA_ARGS = """    grouped_conv: keyword only. How the MSConv layers compute t
 _RAISES_AND_EXAMPLE = """
 Raises:
     ValueError: for an input shape or tensor that is not (N, H, W, 3) with H, W >= 32, an unknown
-        `pooling`, `embedding_size < 1`, an unknown `grouped_conv`, or `weights` that is neither
+        `pooling` or one given with `include_top=True`, `embedding_size < 1`, an unknown `grouped_conv`, or `weights` that is neither
         None, a known preset tag nor an existing .weights.h5 / .keras file.
 
 Example:

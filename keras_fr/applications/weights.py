@@ -308,6 +308,53 @@ def default_preset(model_name):
     return rows[0]["tag"]
 
 
+def choose_weights(model_name, weights=None, random_weights=False, *, options=("weights=", "random_weights=True")):
+    """Decide which weights something that embeds uses: never random unless asked (one rule for the
+    Python API and the ``keras-fr`` commands).
+
+    Order: ``weights`` (a preset tag or a file, as given) > ``random_weights`` > the model's best
+    preset whose file is on this machine (:func:`default_preset`).
+
+    Args:
+        model_name: registry name.
+        weights: a preset tag, a file path or ``None``.
+        random_weights: ``True`` to use random weights on purpose.
+        options: how the caller spells the two choices in messages: ``("weights=",
+            "random_weights=True")`` for Python, ``("--weights", "--random-weights")`` for the CLI.
+
+    Returns:
+        ``(weights_arg, label)``: what to pass as a builder's ``weights`` (``None`` for random) and
+        what to report (the tag or file, or ``"random"``).
+
+    Raises:
+        ValueError: both choices given; a value that looks like a file (a path separator, or ending
+            in ``.h5``/``.keras``) but is not one; no real weights on this machine and no choice.
+
+    Example:
+
+    >>> choose_weights("iresnet18", random_weights=True)
+    (None, 'random')
+    """
+    weights_option, random_option = options
+    if weights is not None and random_weights:
+        raise ValueError(f"pass either {weights_option} or {random_option}, not both.")
+    if weights is not None:
+        weights = os.fspath(weights)
+        looks_like_file = os.sep in weights or weights.endswith((".h5", ".keras")) or os.path.exists(weights)
+        if looks_like_file and not os.path.isfile(weights):
+            raise ValueError(f"{weights_option.rstrip('=')} file not found: {weights!r}.")
+        return weights, weights
+    if random_weights:
+        return None, "random"
+    tag = default_preset(model_name)
+    if tag is None:
+        raise ValueError(
+            f"model {model_name} has no real weights on this machine; pass {weights_option.rstrip('=')} "
+            f"(a preset tag or a .weights.h5 file) or {random_option} to use a random model on purpose."
+        )
+    return tag, tag
+
+
 def list_weights():
     """All weights presets, with where they stand on this machine.
 

@@ -10,6 +10,8 @@ import importlib
 import os
 import sys
 
+from keras_fr import __version__
+from keras_fr import _quiet
 from keras_fr.cli._common import CLIError
 
 # Order shown in --help.
@@ -44,7 +46,6 @@ def build_parser():
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    from keras_fr import __version__
 
     parser.add_argument("--version", action="version", version=f"keras_fr {__version__}")
     parser.add_argument(
@@ -54,13 +55,7 @@ def build_parser():
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in SUBCOMMANDS:
-        try:
-            module = importlib.import_module(f"keras_fr.cli.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name == f"keras_fr.cli.{name}":
-                continue  # sub-command not written yet
-            raise
-        module.register(subparsers)
+        importlib.import_module(f"keras_fr.cli.{name}").register(subparsers)
     return parser
 
 
@@ -92,7 +87,6 @@ def main(argv=None):
         parser.print_help()
         return 2
     if not verbose:
-        from keras_fr import _quiet
 
         _quiet.quiet_runtime()
     try:

@@ -1,11 +1,14 @@
 """Options and helpers shared by the ``keras-fr`` sub-commands."""
 
+import argparse
 import json
 import os
 import sys
 
 # CLI model names are the registry names of `keras_fr.applications.MODELS`.
-from keras_fr.applications import MODELS, get_builder
+from keras_fr._atomic import check_writable_output
+from keras_fr.applications import MODELS, canonical_name, get_builder
+from keras_fr.applications.weights import choose_weights
 
 
 class CLIError(Exception):
@@ -27,8 +30,6 @@ def model_name(value):
     >>> model_name("MSConvResNet50")
     'msconv_resnet50'
     """
-    from keras_fr.applications import canonical_name
-
     try:
         return canonical_name(value)
     except ValueError:
@@ -94,34 +95,27 @@ def resolve_weights(model, weights=None, random_weights=False):
     >>> resolve_weights("iresnet18", random_weights=True)
     (None, 'random')
     """
-    if weights is not None and random_weights:
-        raise CLIError("--weights and --random-weights exclude each other")
-    if weights is not None:
-        looks_like_file = os.sep in weights or weights.endswith((".h5", ".keras")) or os.path.exists(weights)
-        if looks_like_file and not os.path.isfile(weights):
-            raise CLIError(f"--weights file not found: {weights!r}")
-        return weights, weights
-    if random_weights:
-        return None, RANDOM
-    from keras_fr.applications.weights import default_preset
-
-    tag = default_preset(model)
-    if tag is None:
-        raise CLIError(
-            f"model {model} has no real weights on this machine; pass --weights FILE|TAG or "
-            "--random-weights"
-        )
-    return tag, tag
+    try:
+        return choose_weights(model, weights, random_weights, options=("--weights", "--random-weights"))
+    except ValueError as exc:
+        raise CLIError(str(exc)) from None
 
 
 def check_output(path, option="--output"):
     """Check up front (before any model is built) that ``path`` can be written; ``CLIError`` if not."""
-    from keras_fr._atomic import check_writable_output
 
     try:
         check_writable_output(path, option)
     except ValueError as exc:
         raise CLIError(str(exc)) from None
+
+
+def add_command(subparsers, name, help, description, examples):
+    """Add a sub-command parser in the house style (help line, description, examples epilog)."""
+    return subparsers.add_parser(
+        name, help=help, description=description, epilog=examples,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
 
 
 def add_batch_size_arg(parser, default=32):

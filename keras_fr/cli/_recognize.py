@@ -3,7 +3,8 @@ calibrate): the model and its weights, the detector, and how several faces in a 
 
 import os
 
-from keras_fr.cli._common import CLIError
+from keras_fr.cli._common import CLIError, model_name, resolve_weights
+from keras_fr.recognition import FaceRecognizer
 
 #: The model used when ``--model`` is not given: keras_fr's real pretrained recognizer.
 DEFAULT_MODEL = "dlib_resnet"
@@ -54,31 +55,24 @@ def add_recognizer_args(parser, decisions=True, model_default=DEFAULT_MODEL):
 
 def build_recognizer(args, model=None, weights=None):
     """A ``FaceRecognizer`` from the parsed options (``CLIError`` for user errors)."""
-    from keras_fr.recognition import FaceRecognizer
 
     threshold = getattr(args, "threshold", None)
     if threshold is not None and not -1.0 <= threshold <= 1.0:
         raise CLIError(f"--threshold is a cosine similarity in [-1, 1]; got {threshold}.")
-    weights = weights if weights is not None else args.weights
-    if weights is not None and (os.sep in weights or weights.endswith((".h5", ".keras"))):
-        if not os.path.isfile(weights):
-            raise CLIError(f"--weights file not found: {weights!r}.")
+    model = model_name(model or args.model)
+    weights, _ = resolve_weights(model, weights if weights is not None else args.weights, args.random_weights)
     try:
         return FaceRecognizer(
-            model or args.model,
+            model,
             weights=weights,
-            random_weights=args.random_weights,
+            random_weights=weights is None,
             far=getattr(args, "far", 1e-3),
             threshold=threshold,
             detector=args.detector,
             multi_face=args.face,
         )
     except ValueError as exc:
-        message = str(exc)
-        if "random_weights=True" in message:
-            message = message.replace("pass weights= (a preset tag or a .weights.h5 file) or "
-                                      "random_weights=True", "pass --weights TAG|FILE or --random-weights")
-        raise CLIError(message) from None
+        raise CLIError(str(exc)) from None
 
 
 def check_images_exist(paths):

@@ -9,13 +9,16 @@ Thresholds are cosine similarities ("same" when ``score >= threshold``), the con
 ``keras-fr verify`` and ``identify``; each comes with the TAR it gives and the pair counts.
 """
 
-import argparse
 import json
 
 import numpy as np
 
-from keras_fr.cli._common import CLIError, add_json_arg, print_json
+from keras_fr._atomic import check_writable_output, write_text
+from keras_fr.cli._common import CLIError, add_command, add_json_arg, print_json
 from keras_fr.cli._recognize import add_recognizer_args, build_recognizer
+from keras_fr.cli.enroll import people
+from keras_fr.evaluation.calibration import PRESET_FARS, all_pairs_scores, calibrate
+from keras_fr.evaluation.pairs import ImagePaths, read_pairs
 
 EXAMPLES = """examples:
   keras-fr calibrate pairs.csv --far 1e-3
@@ -25,13 +28,8 @@ EXAMPLES = """examples:
 
 
 def register(subparsers):
-    parser = subparsers.add_parser(
-        "calibrate",
-        help="verification thresholds at given false-accept rates, on your own pairs",
-        description="Calibrate cosine thresholds at FAR targets on a pairs set or a folder of people.",
-        epilog=EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = add_command(subparsers, "calibrate", "verification thresholds at given false-accept rates, on your own pairs",
+                         "Calibrate cosine thresholds at FAR targets on a pairs set or a folder of people.", EXAMPLES)
     parser.add_argument("pairs", metavar="PAIRS", help="pairs set, or a folder of people with --all-pairs")
     parser.add_argument("--far", type=float, action="append", default=None, dest="fars",
                         help="FAR target (repeatable; default 1e-2, 1e-3 and 1e-4)")
@@ -51,9 +49,6 @@ def _embed_all(recognizer, paths, aligned):
 
 
 def run(args):
-    from keras_fr._atomic import check_writable_output, write_text
-    from keras_fr.evaluation.calibration import PRESET_FARS, all_pairs_scores, calibrate
-
     fars = tuple(args.fars) if args.fars else PRESET_FARS
     for far in fars:
         if not 0.0 < far < 1.0:
@@ -64,7 +59,6 @@ def run(args):
         except ValueError as exc:
             raise CLIError(str(exc)) from None
     if args.all_pairs:
-        from keras_fr.cli.enroll import people
 
         labels, paths = [], []
         for person, files in people(args.pairs):
@@ -74,7 +68,6 @@ def run(args):
         emb = _embed_all(recognizer, paths, args.aligned)
         scores, issame = all_pairs_scores(emb, np.array(labels))
     else:
-        from keras_fr.evaluation.pairs import ImagePaths, read_pairs
 
         pairset = read_pairs(args.pairs)
         if not isinstance(pairset.images, ImagePaths):

@@ -13,7 +13,16 @@ Outputs are written atomically (a temporary file in the same folder, then ``os.r
 import argparse
 import os
 
+from keras_fr._atomic import atomic_path
+from keras_fr.applications import canonical_name
+from keras_fr.applications.common import preprocess_input
 from keras_fr.cli._common import MODELS, CLIError, check_output
+from keras_fr.cli._common import build_model
+from keras_fr.conversion import compare_outputs, reference_outputs
+from keras_fr.conversion import convert_checkpoint, read_checkpoint
+from keras_fr.conversion import export_state_dict, save_state_dict
+from keras_fr.conversion.storage import save_weights
+from keras_fr.preprocessing import list_images, load_image
 
 EXAMPLES = """examples:
   keras-fr convert backbone.pth --output iresnet100.weights.h5 --verify
@@ -68,7 +77,6 @@ def _arch_name(value):
     """argparse type of --arch: 'auto', or a registry or builder name -> the registry name."""
     if value == "auto":
         return value
-    from keras_fr.applications import canonical_name
 
     try:
         return canonical_name(value)
@@ -81,8 +89,6 @@ def _verification_images(paths, samples, size):
     import numpy as np
     from PIL import Image
 
-    from keras_fr.applications.common import preprocess_input
-    from keras_fr.preprocessing import list_images, load_image
 
     try:
         files = list_images(paths)[:samples]
@@ -109,7 +115,6 @@ def _verify(model, state, model_name, fusion, samples, image_paths=None, min_cos
         import torch  # noqa: F401
     except ImportError:
         raise CLIError("--verify needs torch (pip install 'keras_fr[torch]')") from None
-    from keras_fr.conversion import compare_outputs, reference_outputs
 
     shape = tuple(model.input_shape[1:])
     size = 112 if shape[0] is None else shape[0]
@@ -138,11 +143,8 @@ def _verify(model, state, model_name, fusion, samples, image_paths=None, min_cos
 
 
 def _to_keras(args):
-    from keras_fr._atomic import atomic_path
     import keras
 
-    from keras_fr.conversion import convert_checkpoint, read_checkpoint
-    from keras_fr.conversion.storage import save_weights
 
     if not args.output.endswith(".weights.h5"):
         raise CLIError(f"--output must end in .weights.h5; got {args.output!r}")
@@ -180,8 +182,6 @@ def _to_keras(args):
 def _to_torch(args):
     import keras
 
-    from keras_fr.cli._common import build_model
-    from keras_fr.conversion import export_state_dict, save_state_dict
 
     if not os.path.isfile(args.checkpoint):
         raise FileNotFoundError(f"Keras weights file not found: {args.checkpoint!r}")

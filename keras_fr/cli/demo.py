@@ -22,11 +22,10 @@ Stages, each timed and reported as one or more rows of the final table:
 A stage whose module is not importable (or whose data is absent) is reported as ``skipped: <reason>``;
 a stage that raises is reported as ``FAILED: <reason>`` and the command exits with code 1 after
 printing the table. ``--quick`` runs every stage on a smaller network (MSConvResNet26 at 64x64) with
-fewer images; the test suite runs parts of it (tests/test_cli.py).
+fewer images; the test suite runs parts of it (tests/cli/test_cli.py).
 """
 
 import argparse
-import importlib
 import os
 import pathlib
 import shutil
@@ -39,7 +38,15 @@ import numpy as np
 
 from keras_fr.applications.common import count_parameters as _count_parameters
 
-from keras_fr.cli._common import MODELS, CLIError, add_json_arg, print_json
+from keras_fr import export
+from keras_fr import losses, training
+from keras_fr import recognition
+from keras_fr.applications.common import preprocess_input
+from keras_fr.applications.weights import list_weights
+from keras_fr.cli._common import CLIError, add_json_arg, print_json
+from keras_fr.cli._common import build_model
+from keras_fr.cli.embed import embed_images
+from keras_fr.preprocessing import load_image
 
 EXAMPLES = """examples:
   keras-fr demo                       # the full demo (what `make demo` runs), a few minutes on 2 cores
@@ -145,31 +152,16 @@ def _find_data_dir(explicit):
     return candidates[0]
 
 
-def _require(module_name, what):
-    try:
-        return importlib.import_module(module_name)
-    except ImportError as exc:
-        raise Skip(f"{module_name} not importable ({exc}); {what} not available yet") from None
-
-
 def _preset_tag(model_name):
     """A preset tag whose file is available for ``model_name``, or (None, reason)."""
-    try:
-        from keras_fr.applications.weights import list_weights
-    except ImportError:
-        return None, "no weights registry in this build"
-    try:
-        entries = list_weights()
-    except Exception as exc:  # a broken registry must not stop the demo
-        return None, f"weights registry failed: {exc}"
+
     known = []
-    for entry in entries:
-        get = entry.get if isinstance(entry, dict) else (lambda k, e=entry: getattr(e, k, None))
-        if get("model") != model_name:
+    for entry in list_weights():
+        if entry["model"] != model_name:
             continue
-        known.append(get("tag"))
-        if get("available"):
-            return get("tag"), None
+        known.append(entry["tag"])
+        if entry["available"]:
+            return entry["tag"], None
     if known:
         return None, f"preset(s) {', '.join(map(str, known))} known but no file available locally"
     return None, "no preset for this model"
@@ -180,7 +172,6 @@ def _real_faces(data_dir, count, image_size):
     root = data_dir / "celeba299" / "images"
     if not root.is_dir():
         return None
-    from keras_fr.preprocessing import load_image
 
     identities = sorted(p for p in root.iterdir() if p.is_dir())
     chosen = []
@@ -266,9 +257,8 @@ class _Demo:
     def recognize(self):
         import csv
 
-        _require("keras_fr.detection", "face detection")
-        recognition = _require("keras_fr.recognition", "FaceRecognizer")
-        from keras_fr.preprocessing import load_image
+        # Imported here, not at the top: every sub-command module is imported to build the parser,
+        # and these pull in TensorFlow and dlib (keras-fr --help stays fast).
 
         photos = os.path.join(self.data_dir or "", "photos")
         celeba = os.path.join(self.data_dir or "", "celeba299", "images")
@@ -326,16 +316,9 @@ class _Demo:
 
     # -- stage 1 --------------------------------------------------------------------------------
     def build(self):
-        from keras_fr.cli._common import build_model
-
         specs = QUICK_MODELS if self.quick else FULL_MODELS
         for display, name, size in specs:
             start = time.perf_counter()
-            try:
-                _require(MODELS[name][0], display)
-            except Skip as exc:
-                self.row("build", display, f"skipped: {exc}", time.perf_counter() - start)
-                continue
             kwargs = {} if size == 112 else {"input_shape": (size, size, 3)}
             tag, reason = _preset_tag(name)
             weights_note = None
@@ -364,8 +347,6 @@ class _Demo:
 
     # -- stage 2 --------------------------------------------------------------------------------
     def embed(self):
-        from keras_fr.cli.embed import embed_images
-
         if not self.models:
             raise Skip("no model built")
         count = 4 if self.quick else 16
@@ -402,7 +383,6 @@ class _Demo:
             images = self.faces_by_model.get(display)
             if images is None:
                 images, _ = synthetic_faces(2, 2, image_size=size, seed=2)
-            from keras_fr.applications.common import preprocess_input
 
             x = preprocess_input(images[:4])
             path = os.path.join(self.workdir, f"{name}.keras")
@@ -421,19 +401,13 @@ class _Demo:
 
     # -- stage 4 --------------------------------------------------------------------------------
     def export(self):
-        export = _require("keras_fr.export", "TFLite/ONNX export")
-        if not hasattr(export, "to_tflite") and not hasattr(export, "to_onnx"):
-            raise Skip("keras_fr.export has no to_tflite/to_onnx yet")
         display = next(iter(self.models), None)
         if display is None:
             raise Skip("no model built")
         model = self.models[display][0]
         for fmt, function_name, suffix in (("TFLite", "to_tflite", ".tflite"), ("ONNX", "to_onnx", ".onnx")):
             start = time.perf_counter()
-            function = getattr(export, function_name, None)
-            if function is None:
-                self.row("export", f"{display} {fmt}", f"skipped: keras_fr.export.{function_name} missing", 0.0)
-                continue
+            function = getattr(export, function_name)
             try:
                 report = function(model, os.path.join(self.workdir, display + suffix))
             except ImportError as exc:
@@ -454,12 +428,8 @@ class _Demo:
 
     # -- stage 5 --------------------------------------------------------------------------------
     def fine_tune(self):
-        training = _require("keras_fr.training", "fine-tuning")
-        losses = _require("keras_fr.losses", "margin losses")
         import keras
 
-        from keras_fr.applications.common import preprocess_input
-        from keras_fr.cli._common import build_model
 
         start = time.perf_counter()
         num_ids, per_id = (4, 4) if self.quick else (8, 6)

@@ -34,6 +34,9 @@ from keras_fr.cli._common import (
     model_from_args,
     print_json,
 )
+from keras_fr import preprocessing
+from keras_fr._atomic import atomic_path
+from keras_fr.applications.common import check_input_range, preprocess_input
 
 EXAMPLES = """examples:
   # a folder of aligned 112x112 crops (searched recursively) -> embeddings + file list
@@ -138,7 +141,6 @@ def embed_images(model, images, batch_size=32, progress_label=None, spec=None):
     >>> embed_images(IResNet18(), faces).shape  # doctest: +SKIP
     (2, 512)
     """
-    from keras_fr.applications.common import check_input_range, preprocess_input
 
     images = np.asarray(images)
     if images.ndim != 4 or images.shape[-1] != 3:
@@ -212,7 +214,6 @@ def load_faces(paths, landmarks_file=None, image_size=112, marks=None):
     >>> faces.shape  # doctest: +SKIP
     (2, 112, 112, 3)
     """
-    from keras_fr import preprocessing
 
     if marks is None and landmarks_file:
         marks = preprocessing.read_landmarks(landmarks_file)
@@ -263,7 +264,6 @@ def embed_files(model, paths, landmarks_file=None, batch_size=32, image_size=112
     >>> embed_files(IResNet18(), ["a.png", "b.png"]).shape  # doctest: +SKIP
     (2, 512)
     """
-    from keras_fr import preprocessing
 
     marks = preprocessing.read_landmarks(landmarks_file) if landmarks_file else None
     progress = Progress(len(paths), "embedding", enabled=len(paths) > 2 * batch_size)
@@ -300,7 +300,6 @@ def atomic_write(path, write):
 
     >>> atomic_write("emb.npy", lambda temp: np.save(temp, np.zeros(3)))  # doctest: +SKIP
     """
-    from keras_fr._atomic import atomic_path
 
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder):
@@ -379,8 +378,6 @@ def register(subparsers):
 
 
 def run(args):
-    from keras_fr import preprocessing
-
     if not (args.output.endswith(".npz") or args.output.endswith(".npy")):
         raise CLIError(f"--output must end in .npz or .npy; got {args.output!r}.")
     if args.batch_size < 1:

@@ -6,11 +6,12 @@ several, unless ``--face`` says which) is an error naming it; ``--skip-bad`` ski
 counts them instead.
 """
 
-import argparse
 import os
 
-from keras_fr.cli._common import CLIError, add_json_arg, print_json
+from keras_fr._atomic import check_writable_output
+from keras_fr.cli._common import CLIError, add_command, add_json_arg, print_json
 from keras_fr.cli._recognize import add_recognizer_args, build_recognizer
+from keras_fr.preprocessing import list_images
 
 EXAMPLES = """examples:
   keras-fr enroll people/ --output gallery.npz          # people/alice/*.jpg, people/bob/*.jpg
@@ -19,13 +20,8 @@ EXAMPLES = """examples:
 
 
 def register(subparsers):
-    parser = subparsers.add_parser(
-        "enroll",
-        help="build a gallery from a folder with one sub-folder of photos per person",
-        description="Enroll people for 1:N identification: FOLDER/<person>/<photos>.",
-        epilog=EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = add_command(subparsers, "enroll", "build a gallery from a folder with one sub-folder of photos per person",
+                         "Enroll people for 1:N identification: FOLDER/<person>/<photos>.", EXAMPLES)
     parser.add_argument("folder", metavar="FOLDER", help="one sub-folder per person")
     parser.add_argument("--output", "-o", required=True, help="gallery file to write (.npz)")
     add_recognizer_args(parser, decisions=False)
@@ -37,7 +33,6 @@ def register(subparsers):
 
 def people(folder):
     """``[(person, [image paths])]`` of ``folder``, sorted; CLIError when there is nobody."""
-    from keras_fr.preprocessing import list_images
 
     if not os.path.isdir(folder):
         raise CLIError(f"FOLDER {folder!r} is not a folder (expected one sub-folder per person).")
@@ -55,8 +50,6 @@ def people(folder):
 
 
 def run(args):
-    from keras_fr._atomic import check_writable_output
-
     if not args.output.endswith(".npz"):
         raise CLIError(f"--output must end in .npz; got {args.output!r}.")
     try:

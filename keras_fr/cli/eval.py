@@ -22,6 +22,9 @@ from keras_fr.cli._common import (
     model_from_args,
     print_json,
 )
+from keras_fr import evaluation
+from keras_fr.evaluation.identification import read_image_list
+from keras_fr.evaluation.report import _jsonable
 
 EXAMPLES = """examples:
   keras-fr eval --model iresnet50 --weights model.weights.h5 --pairs ../shared/data/lfw112
@@ -124,8 +127,6 @@ def _check_args(args):
 
 
 def run(args):
-    from keras_fr import evaluation
-
     ranks = _check_args(args)
     # all sets are read (and checked) before the model is built: errors come early
     sets = {}
@@ -133,7 +134,6 @@ def run(args):
         sets[_set_name(path, sets)] = evaluation.read_pairs(path)
     lists = None
     if args.gallery:  # read (every image checked) before the model is built, like the pairs
-        from keras_fr.evaluation.identification import read_image_list
 
         lists = (read_image_list(args.gallery, args.image_root), read_image_list(args.probe, args.image_root))
     quiet = args.json
@@ -208,7 +208,6 @@ def run(args):
         else:
             print("note: --roc ignored: identification has no ROC", file=sys.stderr)
     if quiet:
-        from keras_fr.evaluation.report import _jsonable
 
         print_json(_jsonable(report))
     return 0

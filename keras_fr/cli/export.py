@@ -2,8 +2,9 @@
 
 import os
 
-from keras_fr.cli._common import RANDOM
+from keras_fr import export
 from keras_fr.cli._common import CLIError
+from keras_fr.cli._common import RANDOM
 from keras_fr.cli._common import add_json_arg
 from keras_fr.cli._common import add_model_args
 from keras_fr.cli._common import add_output_arg
@@ -123,7 +124,6 @@ def check_args(args):
 
 def run(args):
     check_args(args)
-    from keras_fr import export
 
     model, weights_label = model_from_args(args, build=build_model)
     try:

@@ -5,10 +5,11 @@ must agree when given). Open set: when the best match scores below the threshold
 ``--far`` (or ``--threshold``), the answer is "unknown".
 """
 
-import argparse
 
-from keras_fr.cli._common import CLIError, add_json_arg, print_json
+from keras_fr.applications import canonical_name
+from keras_fr.cli._common import CLIError, add_command, add_json_arg, print_json
 from keras_fr.cli._recognize import add_recognizer_args, build_recognizer, check_images_exist
+from keras_fr.recognition import Gallery
 
 EXAMPLES = """examples:
   keras-fr identify who.jpg --gallery gallery.npz
@@ -17,13 +18,8 @@ EXAMPLES = """examples:
 
 
 def register(subparsers):
-    parser = subparsers.add_parser(
-        "identify",
-        help="find the person in a photo among those enrolled in a gallery (open set)",
-        description="1:N identification against a gallery made by `keras-fr enroll`.",
-        epilog=EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = add_command(subparsers, "identify", "find the person in a photo among those enrolled in a gallery (open set)",
+                         "1:N identification against a gallery made by `keras-fr enroll`.", EXAMPLES)
     parser.add_argument("photo", metavar="PHOTO", help="photo (or aligned crop with --aligned)")
     parser.add_argument("--gallery", required=True, help="gallery file from `keras-fr enroll`")
     parser.add_argument("--top-k", type=int, default=5, help="candidates to list (default 5)")
@@ -33,9 +29,6 @@ def register(subparsers):
 
 
 def run(args):
-    from keras_fr.applications import canonical_name
-    from keras_fr.recognition import Gallery
-
     check_images_exist([args.photo])
     if args.top_k < 1:
         raise CLIError(f"--top-k must be a positive integer; got {args.top_k}.")

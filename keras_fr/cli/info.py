@@ -9,7 +9,10 @@ import argparse
 import importlib.metadata
 import platform
 
+from keras_fr import __version__
+from keras_fr.applications import count_parameters
 from keras_fr.applications.specs import input_spec
+from keras_fr.applications.weights import get_manifest, list_weights
 from keras_fr.cli._common import MODELS, CLIError, add_json_arg, build_model, print_json
 
 EXAMPLES = """examples:
@@ -20,7 +23,7 @@ EXAMPLES = """examples:
 
 #: name -> (parameters as PyTorch counts them, i.e. `keras_fr.applications.count_parameters`: every
 #: weight but BatchNorm / fusion statistics; input size; embedding size; family). Kept as a table
-#: because building all ten networks takes minutes; checked against built models by tests/test_cli.py.
+#: because building all ten networks takes minutes; checked against built models by tests/cli/test_cli.py.
 MODEL_TABLE = {
     "msconv_resnet26": (18554881, 112, 512, "MSConv"),
     "msconv_resnet50": (31555201, 112, 512, "MSConv"),
@@ -104,23 +107,13 @@ def weight_rows():
     True
     """
     try:
-        from keras_fr.applications.weights import list_weights
-    except ImportError as exc:
-        return None, f"weights registry not available in this build ({exc})"
-    try:
         rows = [dict(row) for row in list_weights()]
     except Exception as exc:  # a broken manifest folder must not break `info`
         return None, f"weights registry failed: {exc}"
-    try:
-        from keras_fr.applications.weights import get_manifest
-
-        for row in rows:
-            manifest = get_manifest(row["model"], row["tag"])
-            command = (manifest.get("conversion") or {}).get("command")
-            if command:
-                row["convert_command"] = command
-    except (ImportError, KeyError, ValueError):
-        pass  # the command is a convenience; the list stands without it
+    for row in rows:
+        command = (get_manifest(row["model"], row["tag"]).get("conversion") or {}).get("command")
+        if command:
+            row["convert_command"] = command
     return rows, None
 
 
@@ -141,8 +134,6 @@ def register(subparsers):
 
 
 def _model_details(name):
-    from keras_fr.applications import count_parameters
-
     model = build_model(name)
     headless = build_model(name, include_top=False)
     trainable = sum(int(w.numpy().size) for w in model.trainable_weights)
@@ -165,7 +156,6 @@ def _model_details(name):
 def run(args):
     import keras
 
-    from keras_fr import __version__
 
     info = {
         "keras_fr": __version__,

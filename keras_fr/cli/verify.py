@@ -15,6 +15,7 @@ import numpy as np
 
 from keras_fr.cli._common import CLIError, add_json_arg, print_json
 from keras_fr.cli._recognize import add_recognizer_args, build_recognizer, check_images_exist
+from keras_fr.preprocessing import find_landmarks, load_image, read_landmarks
 
 EXAMPLES = """examples:
   keras-fr verify a.jpg b.jpg                        # photos: detect, align, embed, decide
@@ -46,8 +47,6 @@ def register(subparsers):
 
 
 def _faces_from_landmarks(recognizer, paths, landmarks_file):
-    from keras_fr.preprocessing import find_landmarks, load_image, read_landmarks
-
     table = read_landmarks(landmarks_file)
     crops = []
     for path in paths:

@@ -5,6 +5,7 @@ import os
 
 import numpy as np
 
+from keras_fr._atomic import atomic_path
 from keras_fr.conversion.infer import BUILDERS, ArchSpec, infer_architecture
 from keras_fr.conversion.mapping import export_state_dict, load_state_dict
 from keras_fr.conversion.readers import CheckpointError, read_checkpoint, write_safetensors
@@ -161,7 +162,6 @@ def save_state_dict(state_dict, path, metadata=None):
         raise ValueError(
             f"state dict output must end in .pt, .pth, .safetensors or .npz; got {path!r}."
         )
-    from keras_fr._atomic import atomic_path
 
     with atomic_path(path, suffix=ext) as tmp:
         if ext == ".npz":

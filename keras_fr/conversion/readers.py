@@ -20,6 +20,7 @@ import zipfile
 from dataclasses import dataclass, field
 
 import numpy as np
+from keras_fr._atomic import atomic_path
 
 #: Extensions this module reads.
 SUPPORTED_EXTENSIONS = (".pt", ".pth", ".bin", ".ckpt", ".safetensors", ".npz")
@@ -164,8 +165,6 @@ def write_safetensors(path, tensors, metadata=None):
 
 
 def _atomic_write(path, chunks):
-    from keras_fr._atomic import atomic_path
-
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as f:
             for chunk in chunks:

@@ -27,6 +27,7 @@ import struct
 import numpy as np
 import tensorflow as tf
 
+from keras_fr._atomic import atomic_path
 from keras_fr.data.folder import _image_size, decode_and_resize
 
 MAGIC = 0xCED7230A
@@ -404,7 +405,6 @@ def write_recordio(directory, images, labels, image_format="png", prefix="train"
         "idx": os.path.join(directory, prefix + ".idx"),
         "property": os.path.join(directory, "property"),
     }
-    from keras_fr._atomic import atomic_path
 
     with contextlib.ExitStack() as stack:  # all three are renamed into place only if all were written
         temps = {k: stack.enter_context(atomic_path(target, suffix="")) for k, target in targets.items()}

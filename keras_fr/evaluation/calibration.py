@@ -14,6 +14,7 @@ every impostor", whatever ``f`` is), and the count is reported with every thresh
 import dataclasses
 
 import numpy as np
+from keras_fr.evaluation.verification import l2_normalize
 
 #: The FAR targets every preset carries.
 PRESET_FARS = (1e-2, 1e-3, 1e-4)
@@ -156,7 +157,6 @@ def all_pairs_scores(embeddings, labels):
         >>> scores.tolist(), issame.tolist()
         ([0.0, 0.0, 0.0], [True, False, False])
     """
-    from keras_fr.evaluation.verification import l2_normalize
 
     emb = l2_normalize(np.asarray(embeddings, dtype=np.float32))
     labels = np.asarray(labels)

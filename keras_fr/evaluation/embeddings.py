@@ -4,13 +4,14 @@ import os
 
 import numpy as np
 
+from keras_fr.applications.common import check_input_range, preprocess_input
+from keras_fr.evaluation.bin_io import EncodedImages
+from keras_fr.evaluation.pairs import ImagePaths
 from keras_fr.evaluation.verification import l2_normalize
 
 
 def _as_source(images):
     """Wrap ``images`` as an object with ``__len__`` and ``load_batch(indices, image_size)``."""
-    from keras_fr.evaluation.bin_io import EncodedImages
-    from keras_fr.evaluation.pairs import ImagePaths
 
     if isinstance(images, (ImagePaths, EncodedImages)):
         return images
@@ -125,7 +126,6 @@ def extract_embeddings(
     """
     import keras
 
-    from keras_fr.applications.common import check_input_range, preprocess_input
 
     if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
         raise ValueError(f"`batch_size` must be a positive integer; got {batch_size!r}.")

@@ -13,6 +13,7 @@ import os
 
 import numpy as np
 
+from keras_fr.evaluation.embeddings import extract_embeddings
 from keras_fr.evaluation.verification import l2_normalize
 
 
@@ -202,7 +203,6 @@ def evaluate_identification(
     Example:
         >>> evaluate_identification(model, "gallery.txt", "probe.txt")  # doctest: +SKIP
     """
-    from keras_fr.evaluation.embeddings import extract_embeddings
 
     def load(spec):
         if isinstance(spec, tuple) and len(spec) == 2:

@@ -23,6 +23,8 @@ import os
 
 import numpy as np
 
+from keras_fr.evaluation.embeddings import extract_embeddings
+from keras_fr.evaluation.pairs import ImagePaths
 from keras_fr.evaluation.verification import FAR_TARGETS, auc, l2_normalize, roc_curve, tar_at_far
 
 
@@ -319,8 +321,6 @@ def evaluate_ijb(
         >>> evaluate_ijb(model, "IJBC/loose_crop_aligned", "ijbc_face_tid_mid.txt",
         ...              "ijbc_template_pair_label.txt")  # doctest: +SKIP
     """
-    from keras_fr.evaluation.embeddings import extract_embeddings
-    from keras_fr.evaluation.pairs import ImagePaths
 
     names, templates, medias = read_template_media(face_tid_mid)
     t1, t2, labels = read_template_pairs(template_pair_label)

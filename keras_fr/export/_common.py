@@ -14,6 +14,9 @@ import sys
 
 import numpy as np
 
+from keras_fr._atomic import check_writable_output
+from keras_fr.evaluation.pairs import read_pairs
+
 #: Parity bars per quantization mode: (max |diff| / output scale, min per-sample cosine).
 #: ``None`` means "no bar on that number" (quantized files are judged by cosine only).
 THRESHOLDS = {
@@ -131,7 +134,6 @@ def check_path(path, suffix, fn_name):
         raise FileNotFoundError(f"{fn_name}: the folder of `path` does not exist: {folder!r}.")
     if os.path.isdir(path):
         raise ValueError(f"{fn_name}: `path` is a folder, expected a file: {path!r}.")
-    from keras_fr._atomic import check_writable_output
 
     check_writable_output(path, f"{fn_name}: `path`")  # before any conversion work
     return path
@@ -347,15 +349,6 @@ def load_samples(source, count, height, width, what="representative_data"):
 
 
 def _samples_from_pairs(path, count, height, width, what):
-    try:
-        from keras_fr.evaluation import read_pairs
-    except ImportError:
-        read_pairs = None
-    if read_pairs is None:
-        raise ValueError(
-            f"`{what}`: {path!r} is a file, but reading pairs files needs keras_fr.evaluation."
-            "read_pairs, which is not available; pass an image folder instead."
-        )
     pairs = read_pairs(path)
     images = getattr(pairs, "images", None)
     if images is None or len(images) == 0:

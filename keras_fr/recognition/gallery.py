@@ -23,6 +23,7 @@ import json
 import os
 
 import numpy as np
+from keras_fr._atomic import atomic_path
 
 #: Gallery size from which ``engine="auto"`` uses faiss (when installed). Measured by
 #: ``benchmarks/gallery.py`` on this project's 2-core machine (docs/recognition.md): NumPy's BLAS
@@ -207,7 +208,6 @@ class Gallery:
     # -- files -------------------------------------------------------------------------------------
     def save(self, path):
         """Write the gallery to ``path`` (``.npz``), atomically."""
-        from keras_fr._atomic import atomic_path  # noqa: I001
 
         path = os.fspath(path)
         if not path.endswith(".npz"):

@@ -27,7 +27,7 @@ import numpy as np
 
 from keras_fr.applications import canonical_name, get_model
 from keras_fr.applications.specs import input_spec
-from keras_fr.applications.weights import default_preset, get_manifest
+from keras_fr.applications.weights import choose_weights, get_manifest
 from keras_fr.evaluation.calibration import parse_far_key
 from keras_fr.preprocessing import align_face, as_rgb_image, dlib_face_chip, load_image
 from keras_fr.recognition.gallery import Gallery
@@ -163,19 +163,7 @@ class FaceRecognizer:
 
     # -- set-up ------------------------------------------------------------------------------------
     def _resolve_weights(self, weights, random_weights):
-        if weights is not None:
-            if random_weights:
-                raise ValueError("pass either `weights` or random_weights=True, not both.")
-            return os.fspath(weights)
-        if random_weights:
-            return "random"
-        tag = default_preset(self.model_name)
-        if tag is None:
-            raise ValueError(
-                f"model {self.model_name!r} has no real weights on this machine; pass weights= (a preset "
-                "tag or a .weights.h5 file) or random_weights=True to use a random model on purpose."
-            )
-        return tag
+        return choose_weights(self.model_name, weights, random_weights)[1]
 
     def _preset_calibration(self):
         """The ``calibration`` block of the preset's manifest, or None."""
@@ -225,7 +213,7 @@ class FaceRecognizer:
         return detect_faces(image, detector=self.detector)
 
     def _choose_face(self, faces, image, where):
-        from keras_fr.detection import select_face
+        from keras_fr.detection import select_face  # dlib: see above
 
         if not faces:
             raise NoFaceError(f"no face found in {where}.")
@@ -243,7 +231,7 @@ class FaceRecognizer:
         """The crop of one face of ``photo`` that this model expects (uint8, size x size x 3)."""
         image, where = self._photo_array(photo)
         if face is None:
-            from keras_fr.detection import detect_faces
+            from keras_fr.detection import detect_faces  # dlib: see above
 
             face = self._choose_face(detect_faces(image, detector=self.detector), image, where)
         if self.spec.alignment == "dlib_chip":
