@@ -1,6 +1,6 @@
 """MSConv's grouped convolution on the TensorFlow backend: ``native`` against ``split``.
 
-The two formulations share weights and outputs (tests/test_msconv_layer.py); this measures what they
+The two formulations share weights and outputs (tests/layers/test_msconv_layer.py); this measures what they
 cost, which decides what ``grouped_conv="auto"`` picks:
 
 - one MSConv layer (256 channels, 32 groups, 14x14, batch 32): forward, and forward + backward

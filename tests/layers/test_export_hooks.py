@@ -15,7 +15,7 @@ from keras_fr.layers.export_hooks import ExportTarget  # noqa: E402
 from keras_fr.layers.export_hooks import GraphGroupedConv2D  # noqa: E402
 from keras_fr.layers.export_hooks import export_variant_of  # noqa: E402
 
-PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "keras_fr"
+PACKAGE = pathlib.Path(__file__).resolve().parents[2] / "keras_fr"
 
 
 class Scale(ExportHooks, keras.layers.Layer):

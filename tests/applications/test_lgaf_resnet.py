@@ -24,7 +24,7 @@ from keras_fr.layers.lgaf import FeatureQualityFusion, MultiHeadLocal
 TINY = (1, 1, 1, 1)
 #: A narrower top where the width does not matter (smaller files, faster tests).
 NARROW = dict(num_heads=2, embedding_size=64)
-REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 
 def torch_param_count(model):

@@ -306,3 +306,22 @@ def test_default_preset_prefers_the_manifest_default(env, monkeypatch, tmp_path)
     manifests[PRESET] = manifest
     monkeypatch.setattr(registry, "_manifests", lambda: manifests)
     assert registry.default_preset("iresnet50") == "ms1mv3_arcface"
+
+
+def test_choose_weights_is_never_silently_random(env, tmp_path):
+    # Nothing on this machine for iresnet100 (env points every lookup into tmp_path).
+    with pytest.raises(ValueError, match=r"no real weights .* pass weights .* or random_weights=True"):
+        registry.choose_weights("iresnet100")
+    with pytest.raises(ValueError, match=r"pass --weights .* or --random-weights"):
+        registry.choose_weights("iresnet100", options=("--weights", "--random-weights"))
+    assert registry.choose_weights("iresnet100", random_weights=True) == (None, "random")
+    with pytest.raises(ValueError, match="not both"):
+        registry.choose_weights("iresnet100", "ms1mv3_arcface", random_weights=True)
+    missing = str(tmp_path / "nope.weights.h5")
+    with pytest.raises(ValueError, match=r"--weights file not found: .*nope\.weights\.h5"):
+        registry.choose_weights("iresnet100", missing, options=("--weights", "--random-weights"))
+    real = tmp_path / "mine.weights.h5"
+    real.write_bytes(b"x")
+    assert registry.choose_weights("iresnet100", real) == (str(real), str(real))
+    # A tag is passed through as given (resolved, and checked, when the model is built).
+    assert registry.choose_weights("iresnet100", "ms1mv3_arcface") == ("ms1mv3_arcface", "ms1mv3_arcface")

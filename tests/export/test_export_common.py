@@ -3,7 +3,7 @@ BN, Dense, flatten, LGAF fusion): parity with Keras measured here independently 
 and ONNX Runtime are called directly, the numbers computed with numpy), quantization bars, batch sizes,
 builtin-only operators, the self-check that deletes a failing file, and argument errors.
 
-Helpers at the top are shared with the other tests/test_export_*.py files.
+Helpers at the top are shared with the other tests/export/test_export_*.py files.
 """
 
 import os
@@ -22,7 +22,7 @@ from keras_fr.export import _common  # noqa: E402
 from keras_fr.export import _onnx  # noqa: E402
 from keras_fr.export import _tflite  # noqa: E402
 
-SHARED_DATA = pathlib.Path(__file__).resolve().parents[1].parent / "shared" / "data"
+SHARED_DATA = pathlib.Path(__file__).resolve().parents[2].parent / "shared" / "data"
 CELEBA_IMAGES = SHARED_DATA / "celeba299" / "images"
 FLOAT32_REL, FLOAT32_COS = 1e-4, 0.99999
 

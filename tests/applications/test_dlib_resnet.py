@@ -19,7 +19,7 @@ import pytest
 from keras_fr.applications import dlib_resnet
 from keras_fr.conversion import dlib_dat
 
-PHOTOS_DIR = pathlib.Path(__file__).resolve().parents[1].parent / "shared" / "data" / "photos"
+PHOTOS_DIR = pathlib.Path(__file__).resolve().parents[2].parent / "shared" / "data" / "photos"
 N_FACES = 16
 
 

@@ -8,7 +8,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "train_open_distill.py"
+SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "train_open_distill.py"
 
 
 def _load_script():
