@@ -20,6 +20,11 @@ Usage:
     python benchmarks/recognizer_accuracy.py --model msconv_resnet50 --weights FILE --sets lfw,celeba_all
     python benchmarks/recognizer_accuracy.py --quick           # 200 pairs per set: a smoke test
 
+``--tflite int8`` (or ``float32``) embeds through a TFLite file exported from the model by
+``keras_fr.export.to_tflite`` (builtins only, verified at export; int8 calibrated on 100
+``faces_distill`` training faces, never on an evaluation set) instead of Keras; ``--write-manifest``
+then stores the figures under ``metrics.measured_here.tflite_<mode>``.
+
 ``--write-manifest`` stores the figures and the thresholds in the preset's manifest under
 ``weights/`` (``metrics.measured_here`` and ``calibration``), with this command.
 Writes ``benchmarks/results/recognizer_accuracy_<model>_<weights>.json``.
@@ -80,6 +85,33 @@ def pairs_accuracy(recognizer, source, limit=None, interleave=False):
     }
 
 
+class _TFLiteModel:
+    """Stands in for the Keras model inside a FaceRecognizer: same inputs, outputs from a .tflite file."""
+
+    def __init__(self, path):
+        from keras_fr.export._tflite import run_tflite
+
+        self.path, self._run = path, run_tflite
+
+    def __call__(self, batch, training=False):
+        return self._run(self.path, np.asarray(batch, np.float32))
+
+
+def use_tflite(recognizer, mode, folder):
+    """Export ``recognizer``'s model to TFLite (``mode``: float32 or int8) and embed through it."""
+    from keras_fr.export import to_tflite
+
+    path = os.path.join(folder, f"{recognizer.model_name}_{mode}.tflite")
+    calib = os.path.join(DATA, "faces_distill", "images", "utkface")
+    report = to_tflite(recognizer.model, path, quantize=None if mode == "float32" else mode,
+                       representative_data=calib if mode == "int8" else None)
+    print(f"tflite {mode}: {report.size_bytes / 1e6:.1f} MB, min cosine to Keras {report.min_cosine:.5f}",
+          flush=True)
+    recognizer.model = _TFLiteModel(path)
+    return {"mode": mode, "size_mb": round(report.size_bytes / 1e6, 1),
+            "min_cosine_to_keras": round(float(report.min_cosine), 5)}
+
+
 def celeba_all_pairs(recognizer, limit=None):
     root = os.path.join(DATA, "celeba299")
     with open(os.path.join(root, "split.csv"), newline="") as f:
@@ -110,6 +142,8 @@ def main(argv=None):
     parser.add_argument("--quick", action="store_true", help="200 pairs / 200 images per set")
     parser.add_argument("--write-manifest", action="store_true")
     parser.add_argument("--output", default=None)
+    parser.add_argument("--tflite", choices=("float32", "int8"), default=None,
+                        help="embed through a TFLite file of this kind instead of Keras")
     args = parser.parse_args(argv)
     sets = [s for s in args.sets.split(",") if s]
     unknown = set(sets) - set(SETS)
@@ -117,6 +151,12 @@ def main(argv=None):
         parser.error(f"unknown sets {sorted(unknown)}; choose from {SETS}")
     limit = 200 if args.quick else None
     recognizer = FaceRecognizer(args.model, weights=args.weights, batch_size=32)
+    tflite = None
+    if args.tflite:
+        import tempfile
+
+        workdir = tempfile.mkdtemp(prefix="recognizer_accuracy_")
+        tflite = use_tflite(recognizer, args.tflite, workdir)
     sources = {
         "lfw": os.path.join(DATA, "lfw112"),
         "cfp_fp": os.path.join(DATA, "cfp_fp", "pairs.csv"),
@@ -134,9 +174,11 @@ def main(argv=None):
         results[name]["seconds"] = round(time.perf_counter() - start, 1)
         print(name, json.dumps(results[name]), flush=True)
     tag = os.path.basename(args.weights).replace(".weights.h5", "")
-    output = args.output or os.path.join(HERE, "results", f"recognizer_accuracy_{args.model}_{tag}.json")
+    suffix = f"_tflite_{args.tflite}" if args.tflite else ""
+    output = args.output or os.path.join(HERE, "results", f"recognizer_accuracy_{args.model}_{tag}{suffix}.json")
     header = _bench.result_header("recognizer_accuracy", argv)
-    write_json(output, {**header, "model": recognizer.model_name, "weights": args.weights, "results": results})
+    write_json(output, {**header, "model": recognizer.model_name, "weights": args.weights, "tflite": tflite,
+                        "results": results})
     if args.write_manifest and not args.quick:
         from keras_fr._atomic import write_text
 
@@ -148,6 +190,12 @@ def main(argv=None):
             for k, v in results.items()
             if k != "celeba_all"
         }
+        if tflite:
+            manifest.setdefault("metrics", {}).setdefault("measured_here", {})[f"tflite_{args.tflite}"] = {
+                **tflite, **measured, "command": header["command"]}
+            write_text(path, json.dumps(manifest, indent=2) + "\n")
+            print(f"wrote {path}")
+            return
         measured["protocol"] = (
             "keras_fr.evaluation.verify_pairs, 10 folds, aligned 112x112 crops of ../shared/data "
             "re-cropped by FaceRecognizer(aligned=True), cosine, no flip"
@@ -161,7 +209,9 @@ def main(argv=None):
             }
             manifest["calibration"]["command"] = header["command"]
         measured["command"] = header["command"]
-        manifest.setdefault("metrics", {})["measured_here"] = measured
+        keep = {k: v for k, v in manifest.get("metrics", {}).get("measured_here", {}).items()
+                if k.startswith("tflite_")}
+        manifest.setdefault("metrics", {})["measured_here"] = {**measured, **keep}
         write_text(path, json.dumps(manifest, indent=2) + "\n")
         print(f"wrote {path}")
 
