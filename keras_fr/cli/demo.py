@@ -36,15 +36,11 @@ import traceback
 
 import numpy as np
 
+from keras_fr import evaluation, export, losses, recognition, training
 from keras_fr.applications.common import count_parameters as _count_parameters
-
-from keras_fr import export
-from keras_fr import losses, training
-from keras_fr import recognition
 from keras_fr.applications.common import preprocess_input
 from keras_fr.applications.weights import list_weights
-from keras_fr.cli._common import CLIError, add_json_arg, print_json
-from keras_fr.cli._common import build_model
+from keras_fr.cli._common import CLIError, add_json_arg, build_model, print_json
 from keras_fr.cli.embed import embed_images
 from keras_fr.preprocessing import load_image
 
@@ -460,10 +456,6 @@ class _Demo:
 
     # -- stage 6 --------------------------------------------------------------------------------
     def evaluate(self):
-        evaluation = _require("keras_fr.evaluation", "verification evaluation")
-        for needed in ("evaluate_pairs",):
-            if not hasattr(evaluation, needed):
-                raise Skip(f"keras_fr.evaluation.{needed} not available yet")
         start = time.perf_counter()
         lfw = self.data_dir / "lfw112"
         if not (lfw / "pairs.txt").is_file():

@@ -358,19 +358,6 @@ def test_lfw_subset_takes_first_pairs_of_each_fold(tmp_path):
     assert os.path.realpath(os.path.join(out, "images")) == os.path.realpath(lfw / "images")
 
 
-def test_demo_reports_missing_modules_as_skipped(monkeypatch, capsys):
-    def unavailable(module_name, what):
-        raise demo_cli.Skip(f"{module_name} not importable; {what} not available yet")
-
-    monkeypatch.setattr(demo_cli, "_require", unavailable)
-    code = cli.main(["demo", "--quick", "--skip", "embed", "--skip", "save/reload"])
-    out = capsys.readouterr().out
-    assert code == 0
-    for stage in ("build", "export", "fine-tune", "evaluate"):
-        rows = [line for line in out.splitlines() if line.startswith(stage)]
-        assert rows and "skipped" in rows[0], out
-
-
 def test_demo_quick_first_stages_and_fine_tune(capsys, tmp_path):
     code = cli.main(["demo", "--quick", "--skip", "export", "--skip", "evaluate", "--json",
                      "--data-dir", str(tmp_path)])  # no real data: generated faces, said plainly
@@ -430,9 +417,8 @@ def test_demo_export_and_evaluate_stages_call_the_libraries(monkeypatch, tmp_pat
 
     fake_export_module = types.SimpleNamespace(to_tflite=fake_export("tflite"), to_onnx=fake_export("onnx"))
     fake_evaluation = types.SimpleNamespace(evaluate_pairs=fake_evaluate_pairs)
-    real_require = demo_cli._require
-    modules = {"keras_fr.export": fake_export_module, "keras_fr.evaluation": fake_evaluation}
-    monkeypatch.setattr(demo_cli, "_require", lambda name, what: modules.get(name) or real_require(name, what))
+    monkeypatch.setattr(demo_cli, "export", fake_export_module)
+    monkeypatch.setattr(demo_cli, "evaluation", fake_evaluation)
     lfw = tmp_path / "lfw112"
     (lfw / "images").mkdir(parents=True)
     lines = ["10\t300"] + [f"p{f}_{i}\t1\t2" if i < 300 else f"p{f}_{i}\t1\tq\t1"
