@@ -104,6 +104,7 @@ def get_model(name, **kwargs):
 _PUBLIC = {fn: module for module, fn in MODELS.values()}
 _PUBLIC.update(
     {
+        "MSConvResNet": "keras_fr.applications.msconv_resnet",
         "IResNet": "keras_fr.applications.iresnet",
         "LGAFResNet": "keras_fr.applications.lgaf_resnet",
         "list_weights": "keras_fr.applications.weights",

@@ -308,7 +308,7 @@ def default_preset(model_name):
     return rows[0]["tag"]
 
 
-def choose_weights(model_name, weights=None, random_weights=False, *, options=("weights=", "random_weights=True")):
+def choose_weights(model_name, weights=None, random_weights=False, *, options=("`weights`", "random_weights=True", "weights=TAG|FILE")):
     """Decide which weights something that embeds uses: never random unless asked (one rule for the
     Python API and the ``keras-fr`` commands).
 
@@ -319,8 +319,9 @@ def choose_weights(model_name, weights=None, random_weights=False, *, options=("
         model_name: registry name.
         weights: a preset tag, a file path or ``None``.
         random_weights: ``True`` to use random weights on purpose.
-        options: how the caller spells the two choices in messages: ``("weights=",
-            "random_weights=True")`` for Python, ``("--weights", "--random-weights")`` for the CLI.
+        options: how the caller spells the choices in messages: (the weights argument, the random
+            choice, how to give weights), for Python or the CLI (``("--weights", "--random-weights",
+            "--weights FILE|TAG")``).
 
     Returns:
         ``(weights_arg, label)``: what to pass as a builder's ``weights`` (``None`` for random) and
@@ -335,22 +336,22 @@ def choose_weights(model_name, weights=None, random_weights=False, *, options=("
     >>> choose_weights("iresnet18", random_weights=True)
     (None, 'random')
     """
-    weights_option, random_option = options
+    weights_option, random_option, weights_usage = options
     if weights is not None and random_weights:
         raise ValueError(f"pass either {weights_option} or {random_option}, not both.")
     if weights is not None:
         weights = os.fspath(weights)
         looks_like_file = os.sep in weights or weights.endswith((".h5", ".keras")) or os.path.exists(weights)
         if looks_like_file and not os.path.isfile(weights):
-            raise ValueError(f"{weights_option.rstrip('=')} file not found: {weights!r}.")
+            raise ValueError(f"{weights_option} file not found: {weights!r}.")
         return weights, weights
     if random_weights:
         return None, "random"
     tag = default_preset(model_name)
     if tag is None:
         raise ValueError(
-            f"model {model_name} has no real weights on this machine; pass {weights_option.rstrip('=')} "
-            f"(a preset tag or a .weights.h5 file) or {random_option} to use a random model on purpose."
+            f"model {model_name} has no real weights on this machine; pass {weights_usage} (a preset tag or a "
+            f".weights.h5 file) or {random_option} to use a random model on purpose."
         )
     return tag, tag
 

@@ -96,7 +96,7 @@ def resolve_weights(model, weights=None, random_weights=False):
     (None, 'random')
     """
     try:
-        return choose_weights(model, weights, random_weights, options=("--weights", "--random-weights"))
+        return choose_weights(model, weights, random_weights, options=("--weights", "--random-weights", "--weights FILE|TAG"))
     except ValueError as exc:
         raise CLIError(str(exc)) from None
 

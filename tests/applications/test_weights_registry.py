@@ -310,16 +310,16 @@ def test_default_preset_prefers_the_manifest_default(env, monkeypatch, tmp_path)
 
 def test_choose_weights_is_never_silently_random(env, tmp_path):
     # Nothing on this machine for iresnet100 (env points every lookup into tmp_path).
-    with pytest.raises(ValueError, match=r"no real weights .* pass weights .* or random_weights=True"):
+    with pytest.raises(ValueError, match=r"no real weights .* pass weights=TAG\|FILE .* or random_weights=True"):
         registry.choose_weights("iresnet100")
-    with pytest.raises(ValueError, match=r"pass --weights .* or --random-weights"):
-        registry.choose_weights("iresnet100", options=("--weights", "--random-weights"))
+    with pytest.raises(ValueError, match=r"pass --weights FILE\|TAG .* or --random-weights"):
+        registry.choose_weights("iresnet100", options=("--weights", "--random-weights", "--weights FILE|TAG"))
     assert registry.choose_weights("iresnet100", random_weights=True) == (None, "random")
     with pytest.raises(ValueError, match="not both"):
         registry.choose_weights("iresnet100", "ms1mv3_arcface", random_weights=True)
     missing = str(tmp_path / "nope.weights.h5")
     with pytest.raises(ValueError, match=r"--weights file not found: .*nope\.weights\.h5"):
-        registry.choose_weights("iresnet100", missing, options=("--weights", "--random-weights"))
+        registry.choose_weights("iresnet100", missing, options=("--weights", "--random-weights", "--weights FILE|TAG"))
     real = tmp_path / "mine.weights.h5"
     real.write_bytes(b"x")
     assert registry.choose_weights("iresnet100", real) == (str(real), str(real))

@@ -377,14 +377,12 @@ def test_demo_quick_first_stages_and_fine_tune(capsys, tmp_path):
 
 
 def test_demo_uses_a_preset_only_when_its_file_is_available(monkeypatch):
-    from keras_fr.applications import weights as registry
-
     rows = [
         {"model": "msconv_resnet50", "tag": "ms1mv3", "available": False},
         {"model": "lgaf_resnet100", "tag": "ms1mv2", "available": False},
         {"model": "lgaf_resnet100", "tag": "webface4m", "available": True},
     ]
-    monkeypatch.setattr(registry, "list_weights", lambda: rows)
+    monkeypatch.setattr(demo_cli, "list_weights", lambda: rows)
     tag, reason = demo_cli._preset_tag("msconv_resnet50")
     assert tag is None and "ms1mv3" in reason and "no file" in reason
     assert demo_cli._preset_tag("lgaf_resnet100") == ("webface4m", None)

@@ -126,7 +126,7 @@ def test_random_weights_never_decide(tmp_path, capsys):
     Image.new("RGB", (112, 112), (120, 100, 90)).save(tmp_path / "crop.png")
     crop = str(tmp_path / "crop.png")
     code = cli.main(["verify", crop, crop, "--model", "iresnet18", "--aligned"])
-    _one_line_error(capsys, "verify", "pass --weights TAG|FILE or --random-weights", code)
+    _one_line_error(capsys, "verify", "pass --weights FILE|TAG", code)
     assert cli.main(["verify", crop, crop, "--model", "IResNet18", "--aligned", "--random-weights",
                      "--threshold", "0.5", "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
