@@ -101,8 +101,8 @@ def network_rows(args):
     import tensorflow as tf
 
     from keras_fr.applications import MSConvResNet26, MSConvResNet50
-    from keras_fr.losses import ArcFaceLoss
-    from keras_fr.recipes import SGDWithL2
+    from keras_fr.training.losses import ArcFaceLoss
+    from keras_fr.training.recipes import SGDWithL2
     from keras_fr.training import FaceTrainingModel
 
     builder, size = (MSConvResNet26, 64) if args.quick else (MSConvResNet50, 112)

@@ -120,8 +120,8 @@ def worker(classes, mode, args):
     import tensorflow as tf
 
     from keras_fr.training import PartialFCTrainingModel
-    from keras_fr.losses import ArcFaceLoss
-    from keras_fr.recipes import SGDWithL2
+    from keras_fr.training.losses import ArcFaceLoss
+    from keras_fr.training.recipes import SGDWithL2
     from keras_fr.training import FaceTrainingModel
 
     keras.utils.set_random_seed(0)
@@ -190,8 +190,8 @@ def run_parity(args):
     import numpy as np
 
     from keras_fr.training import PartialFCTrainingModel
-    from keras_fr.losses import ArcFaceLoss
-    from keras_fr.recipes import SGDWithL2
+    from keras_fr.training.losses import ArcFaceLoss
+    from keras_fr.training.recipes import SGDWithL2
 
     c, in_dim, dim = args.acc_classes, 64, 128
     rng = np.random.default_rng(0)

@@ -98,8 +98,8 @@ def measure(name, precision, args):
     import numpy as np
     import tensorflow as tf
 
-    from keras_fr.losses import ArcFaceLoss
-    from keras_fr.recipes import SGDWithL2
+    from keras_fr.training.losses import ArcFaceLoss
+    from keras_fr.training.recipes import SGDWithL2
     from keras_fr.training import FaceTrainingModel
 
     keras.backend.clear_session()

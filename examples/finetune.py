@@ -111,7 +111,7 @@ def main(argv=None):
     if args.pairs:
         pairs = _pairs(args.pairs, args.max_pairs)
         if args.eval_every:
-            from keras_fr.callbacks import VerificationCallback
+            from keras_fr.training.callbacks import VerificationCallback
 
             extra.append(VerificationCallback(pairs, every_n_epochs=args.eval_every, name="pairs"))
     common = dict(num_images=steps * args.batch_size, batch_size=args.batch_size, epochs=args.epochs,

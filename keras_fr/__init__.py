@@ -1,7 +1,7 @@
 """keras_fr: a Keras 3 model zoo for face recognition.
 
 Read top-down: ``layers`` (the papers' building blocks) -> ``applications`` (the networks and their
-weights) -> ``losses``, ``data``, ``evaluation``, ``export``, ``conversion`` (what one does with a
+weights) -> ``training``, ``data``, ``evaluation``, ``export``, ``conversion`` (what one does with a
 network) -> ``cli`` (the ``keras-fr`` command).
 """
 
@@ -37,9 +37,9 @@ _SERIALIZABLES = (
     "keras_fr.layers.lgaf",
     "keras_fr.layers.margin",
     "keras_fr.applications.iresnet",
-    "keras_fr.losses",
-    "keras_fr.recipes",
-    "keras_fr.training",
+    "keras_fr.training.losses",
+    "keras_fr.training.recipes",
+    "keras_fr.training.models",
     "keras_fr.data.augment",
 )
 from keras_fr import _quiet  # noqa: E402 - the `keras-fr` command hides TensorFlow's start-up banner

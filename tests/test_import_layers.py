@@ -20,7 +20,7 @@ LEVELS = {
 #: Rooms of level 3 that build on another room of the same level (the only sideways imports).
 SIDEWAYS = {("export", "evaluation"), ("conversion", "torch_reference"), ("training", "evaluation"),
             ("training", "data")}
-#: Top-level modules that belong to the training room (one subpackage to be, issue 12).
+#: Top-level modules of the training room: `keras_fr.training` and the old names kept as aliases of its modules.
 TRAINING_MODULES = {"losses", "training", "recipes", "callbacks", "distillation"}
 
 

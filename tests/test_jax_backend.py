@@ -33,7 +33,7 @@ CHILD = textwrap.dedent(
     import keras
     assert keras.backend.backend() == "jax", keras.backend.backend()
     from keras_fr.applications import IResNet, LGAFResNet, MSConvResNet
-    from keras_fr.losses import ArcFaceLoss
+    from keras_fr.training.losses import ArcFaceLoss
     from keras_fr.training import FaceTrainingModel
 
     job = json.loads(sys.argv[1])

@@ -182,7 +182,7 @@ class WithBackbone(keras.Model):
 
 
 def test_verification_callback_logs_into_history(tmp_path):
-    from keras_fr.callbacks import VerificationCallback
+    from keras_fr.training.callbacks import VerificationCallback
 
     path, images = _separable_bin(tmp_path)
     backbone, _ = _linear_model(7)
@@ -205,7 +205,7 @@ def test_verification_callback_logs_into_history(tmp_path):
 
 
 def test_verification_callback_explicit_embedding_model(tmp_path):
-    from keras_fr.callbacks import VerificationCallback
+    from keras_fr.training.callbacks import VerificationCallback
 
     path, _ = _separable_bin(tmp_path)
     emb_model, _ = _linear_model(9)

@@ -1,10 +1,10 @@
-"""keras_fr.distillation: DistillationModel with precomputed or on-the-fly teacher targets."""
+"""keras_fr.training.distillation: DistillationModel with precomputed or on-the-fly teacher targets."""
 
 import keras
 import numpy as np
 import pytest
 
-from keras_fr.distillation import DistillationModel, distillation_loss, relational_loss
+from keras_fr.training.distillation import DistillationModel, distillation_loss, relational_loss
 from keras_fr.evaluation import verify_pairs
 
 SIZE, TEACHER_DIM = 12, 16

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from keras_fr.losses import ArcFaceLoss, CombinedMarginLoss, CosFaceLoss
+from keras_fr.training.losses import ArcFaceLoss, CombinedMarginLoss, CosFaceLoss
 
 
 def _np_loss_and_grad(cos, labels, s, m1, m2, m3, gradient):

@@ -7,7 +7,7 @@ import tensorflow as tf
 
 from keras_fr.layers import MarginHead, PartialFC
 from keras_fr.training import PartialFCTrainingModel
-from keras_fr.losses import ArcFaceLoss, CosFaceLoss
+from keras_fr.training.losses import ArcFaceLoss, CosFaceLoss
 from keras_fr.training import FaceTrainingModel
 
 

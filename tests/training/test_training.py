@@ -12,7 +12,7 @@ import keras
 import numpy as np
 import pytest
 
-from keras_fr.losses import ArcFaceLoss
+from keras_fr.training.losses import ArcFaceLoss
 from keras_fr.training import (
     FaceTrainingModel,
     NonFiniteLossError,
@@ -135,7 +135,7 @@ _CHILD = textwrap.dedent(
     sys.path.insert(0, {tests_dir!r})
     import numpy as np, keras, tensorflow as tf
     from test_training import make_identities, tiny_backbone
-    from keras_fr.losses import ArcFaceLoss
+    from keras_fr.training.losses import ArcFaceLoss
     from keras_fr.training import FaceTrainingModel, training_callbacks
 
     mode, workdir = sys.argv[1], sys.argv[2]
@@ -210,10 +210,10 @@ def test_resume_after_sigkill(tmp_path):
         np.testing.assert_allclose(a[key], b[key], rtol=1e-4, atol=1e-5, err_msg=key)
 
 
-# ---- recipes (keras_fr.recipes) ----
+# ---- recipes (keras_fr.training.recipes) ----
 
 from keras_fr import recipes  # noqa: E402
-from keras_fr.losses import CosFaceLoss  # noqa: E402
+from keras_fr.training.losses import CosFaceLoss  # noqa: E402
 
 
 @pytest.mark.torch
@@ -363,3 +363,18 @@ def test_training_model_under_mixed_precision():
     assert np.isfinite(history.history["loss"][0])
     logits = model(x[:2])
     assert keras.backend.standardize_dtype(logits.dtype) == "float32"
+
+
+def test_old_module_names_are_the_training_subpackage_modules():
+    """keras_fr.losses & co. were top-level modules before training became one subpackage: the old
+    names must give the very same module objects (so registrations and monkeypatches are shared)."""
+    import importlib
+
+    for name in ("losses", "recipes", "callbacks", "distillation"):
+        old = importlib.import_module(f"keras_fr.{name}")
+        new = importlib.import_module(f"keras_fr.training.{name}")
+        assert old is new, name
+    from keras_fr.training import FaceTrainingModel as a
+    from keras_fr.training.models import FaceTrainingModel as b
+
+    assert a is b

@@ -24,7 +24,7 @@ import numpy as np
 
 from keras_fr.layers.margin import MarginHead
 from keras_fr.layers.partial_fc import PartialFC, _tf_variable
-from keras_fr.losses import CombinedMarginLoss
+from keras_fr.training.losses import CombinedMarginLoss
 
 
 class _BackboneModel(keras.Model):
@@ -283,7 +283,7 @@ def training_callbacks(backup_dir=None, stop_on_nan=True, extra=(), keep_backup=
         callbacks.append(StopOnNaN())
     callbacks.extend(extra)
     return callbacks
-from keras_fr.distillation import DistillationModel  # noqa: E402,F401  (re-export; defined in keras_fr.distillation)
+from keras_fr.training.distillation import DistillationModel  # noqa: E402,F401  (re-export)
 
 
 @keras.saving.register_keras_serializable(package="keras_fr")
