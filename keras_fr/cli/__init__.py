@@ -15,7 +15,7 @@ from keras_fr import _quiet
 from keras_fr.cli._common import CLIError
 
 # Order shown in --help.
-SUBCOMMANDS = ("info", "verify", "enroll", "identify", "calibrate", "embed", "convert", "export", "eval", "demo")
+SUBCOMMANDS = ("info", "verify", "enroll", "identify", "calibrate", "embed", "convert", "export", "eval", "train", "demo")
 
 EPILOG = """examples:
   keras-fr info
@@ -27,6 +27,7 @@ EPILOG = """examples:
   keras-fr convert model.pt --output msconv50.weights.h5 --verify
   keras-fr export --model msconv_resnet50 --format tflite --output m.tflite
   keras-fr eval --model iresnet50 --pairs ../shared/data/lfw112 --output report.json
+  keras-fr train configs/celeba299_small.py
   keras-fr demo
 """
 
