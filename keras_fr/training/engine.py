@@ -382,6 +382,7 @@ def _make_checkpointer(model, directory, fingerprint, total_steps, steps_per_epo
             with atomic_path(os.path.join(directory, name)) as tmp:
                 self.model.save_weights(tmp)
             state = {"step": self.step, "epoch": self.step // steps_per_epoch, "steps_per_epoch": steps_per_epoch,
+                     "random_states": [np.asarray(v.numpy()).tolist() for v in _random_states(self.model)],
                      "total_steps": total_steps, "weights": name, "finished": self.step >= total_steps,
                      "fingerprint": fingerprint, "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
             write_text(os.path.join(directory, STATE_FILE), _json(state))
@@ -403,6 +404,23 @@ def _make_checkpointer(model, directory, fingerprint, total_steps, steps_per_epo
             self.save()
 
     return Checkpointer()
+
+
+def _random_states(model):
+    """The model's random-generator states (augmentation layers' ``SeedGenerator``s): variables that
+    ``save_weights`` leaves out, so that a resumed run would draw other augmentations."""
+    weights = {id(w) for w in model.weights}
+    return [v for v in model.variables if id(v) not in weights]
+
+
+def _restore_random_states(model, values):
+    states = _random_states(model)
+    if len(values) != len(states):
+        raise ValueError(
+            f"the checkpoint holds {len(values)} random-generator states but the model has {len(states)}."
+        )
+    for variable, value in zip(states, values):
+        variable.assign(np.asarray(value, dtype=variable.dtype))
 
 
 def _logs_as_vectors(train_step):
@@ -517,6 +535,7 @@ def train(config, stop_after_steps=None, verbose=2, log=print):
         start = 0
         if state is not None:
             model.load_weights(os.path.join(ckpt_dir, state["weights"]))
+            _restore_random_states(model, state.get("random_states", []))
             start = int(state["step"])
 
     if placement.is_chief:
