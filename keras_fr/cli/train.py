@@ -13,7 +13,7 @@ from keras_fr.cli._common import CLIError, add_command
 
 EXAMPLES = """examples:
   keras-fr train configs/celeba299_small.py
-  keras-fr train configs/celeba299_small.py --strategy mirrored --output runs/mirrored
+  keras-fr train configs/celeba299_small.py --strategy mirrored --logical-cpus 2 --output runs/mirrored
   TF_CONFIG='{"cluster": {"worker": ["host1:12345", "host2:12345"]}, "task": {"type": "worker", "index": 0}}' \\
       keras-fr train configs/msconv_r50_ms1mv3.py --strategy multiworker
   KERAS_BACKEND=jax keras-fr train configs/celeba299_small.py --strategy data_parallel
@@ -32,6 +32,9 @@ def register(subparsers):
                         help="overrides the config's `strategy`")
     parser.add_argument("--stop-after-steps", type=int, default=None, metavar="N",
                         help="train at most N steps now, checkpoint and exit (run again to continue)")
+    parser.add_argument("--logical-cpus", type=int, default=None, metavar="N",
+                        help="split the CPU into N logical devices (TensorFlow; to try --strategy mirrored "
+                        "on a machine without GPUs)")
     parser.add_argument("--quiet", action="store_true", help="no per-epoch progress lines")
     parser.set_defaults(func=run)
     return parser
@@ -42,6 +45,8 @@ def run(args):
 
     from keras_fr.training.config import load_config
 
+    if args.logical_cpus is not None and args.logical_cpus < 1:
+        raise CLIError(f"--logical-cpus must be a positive integer; got {args.logical_cpus}.")
     if args.stop_after_steps is not None and args.stop_after_steps < 1:
         raise CLIError(f"--stop-after-steps must be a positive integer; got {args.stop_after_steps}.")
     overrides = {"strategy": args.strategy}
@@ -54,6 +59,8 @@ def run(args):
     if os.path.exists(config.output) and not os.path.isdir(config.output):
         raise CLIError(f"output {config.output!r} is a file; expected a run folder.")
 
+    if args.logical_cpus is not None:
+        _split_cpu(args.logical_cpus)
     from keras_fr.training.engine import train
 
     result = train(config, stop_after_steps=args.stop_after_steps, verbose=0 if args.quiet else 2,
@@ -63,3 +70,18 @@ def run(args):
     else:
         print(f"checkpointed at step {result.steps_done} of {result.total_steps}; run again to continue")
     return 0
+
+
+def _split_cpu(count):
+    import keras
+
+    if keras.backend.backend() != "tensorflow":
+        raise CLIError("--logical-cpus applies to the TensorFlow backend (on JAX set "
+                       "XLA_FLAGS=--xla_force_host_platform_device_count=N).")
+    import tensorflow as tf
+
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    try:
+        tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * count)
+    except RuntimeError:
+        raise CLIError("--logical-cpus must be set before TensorFlow starts; it could not be.") from None

@@ -138,7 +138,7 @@ def _unknown(keys, allowed, field):
         )
 
 
-def _check_model(value, backend):
+def _check_model(value, base):
     if callable(value) and not isinstance(value, (str, dict)):
         return value
     if isinstance(value, str):
@@ -155,10 +155,12 @@ def _check_model(value, backend):
         name = canonical_name(value["name"])
     except ValueError as exc:
         raise ConfigError(f"config field `model.name`: {exc}") from None
-    if "weights" in value and value["weights"] not in (None,):
-        path = value["weights"]
-        if isinstance(path, str) and os.sep in path and not os.path.isfile(path):
-            raise ConfigError(f"config field `model.weights`: file {path!r} not found.")
+    weights = value.get("weights")
+    if isinstance(weights, (str, os.PathLike)) and os.fspath(weights).endswith((".h5", ".keras")):
+        weights = _path(weights, "model.weights", base)  # a file, not a preset tag
+        if not os.path.isfile(weights):
+            raise ConfigError(f"config field `model.weights`: file {weights!r} not found.")
+        value = {**value, "weights": weights}
     return {**value, "name": name}
 
 
@@ -275,7 +277,7 @@ def check_config(raw, base=None, backend=None):
     if backend not in STRATEGIES:
         raise ConfigError(f"`keras-fr train` runs on the TensorFlow or JAX backend; KERAS_BACKEND is {backend!r}.")
     cfg = TrainConfig(**raw)
-    cfg.model = _check_model(cfg.model, backend)
+    cfg.model = _check_model(cfg.model, base)
     cfg.data = _check_data(cfg.data, base)
     _choice(cfg.recipe, "recipe", RECIPES)
     if not isinstance(cfg.recipe_args, dict):

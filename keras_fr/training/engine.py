@@ -220,6 +220,10 @@ class _Placement:
 
             self.num_replicas = 1
             if self.kind == "data_parallel":
+                if int(os.environ.get("KERAS_DISTRIBUTION_NUM_PROCESSES", "1") or 1) > 1:
+                    # Several hosts: jax.distributed.initialize with the coordinator, process count and
+                    # id from KERAS_DISTRIBUTION_JOB_ADDRESSES / _NUM_PROCESSES / _PROCESS_ID.
+                    keras.distribution.initialize()
                 self.num_pipelines = jax.process_count()
                 self.pipeline = jax.process_index()
                 self.is_chief = self.pipeline == 0
@@ -432,6 +436,42 @@ def _logs_as_vectors(train_step):
     return step
 
 
+def _make_csv_log(path, current_step):
+    """One row per epoch (epoch, step, every log) in ``path``, kept across restarts. Unlike Keras'
+    ``CSVLogger``, whose columns are those of the first epoch, a key that appears later (an evaluation
+    every few epochs) adds a column; the file is rewritten whole each time (it is small)."""
+    import csv
+    import io
+
+    import keras
+
+    class CSVLog(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.rows = []
+            if os.path.isfile(path):
+                with open(path, newline="") as f:
+                    self.rows = list(csv.DictReader(f))
+
+        def on_epoch_end(self, epoch, logs=None):
+            row = {"epoch": epoch + 1, "step": current_step()}
+            row.update({k: float(np.asarray(v).reshape(-1)[0]) for k, v in (logs or {}).items()})
+            self.rows.append(row)
+            columns = ["epoch", "step"] + sorted({k for r in self.rows for k in r} - {"epoch", "step"})
+            buffer = io.StringIO()
+            writer = csv.DictWriter(buffer, columns, restval="")
+            writer.writeheader()
+            writer.writerows(self.rows)
+            write_text(path, buffer.getvalue())
+
+    return CSVLog()
+
+
+def _finite(value):
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
 def _tensorboard_installed():
     import importlib.util
 
@@ -562,7 +602,7 @@ def train(config, stop_after_steps=None, verbose=2, log=print):
                 flip=entry["flip"], name=entry["name"], verbose=0,
             ))
         if placement.is_chief:
-            callbacks.append(keras.callbacks.CSVLogger(os.path.join(output, "log.csv"), append=True))
+            callbacks.append(_make_csv_log(os.path.join(output, "log.csv"), lambda: checkpointer.step))
             if config.tensorboard and _tensorboard_installed():
                 callbacks.append(keras.callbacks.TensorBoard(os.path.join(output, "tensorboard"), update_freq="epoch"))
             elif config.tensorboard:
@@ -590,7 +630,7 @@ def train(config, stop_after_steps=None, verbose=2, log=print):
             with placement.scope():
                 fit = model.fit(dataset, initial_epoch=initial_epoch, epochs=end_epoch, steps_per_epoch=steps,
                                 callbacks=callbacks, verbose=verbose if placement.is_chief else 0, shuffle=False)
-            history.update({k: v[-1] for k, v in fit.history.items() if v})
+            history.update({k: float(np.asarray(v[-1]).reshape(-1)[0]) for k, v in fit.history.items() if v})
             step = checkpointer.step
             if checkpointer.stopped:
                 break
@@ -606,7 +646,7 @@ def train(config, stop_after_steps=None, verbose=2, log=print):
             plain_backbone.save(tmp)
         write_text(os.path.join(output, "summary.json"), _json({
             "steps": total, "epochs": epochs, "batch_size": batch_size, "num_replicas": placement.num_replicas,
-            "strategy": config.strategy, "last_epoch_logs": {k: float(v) for k, v in history.items()},
+            "strategy": config.strategy, "last_epoch_logs": {k: _finite(v) for k, v in history.items()},
             "backbone": "backbone.keras",
         }))
         log(f"finished: {backbone_path}")

@@ -86,7 +86,7 @@ def test_train_writes_backbone_logs_and_checkpoint(full_run):
         assert (full_run / name).is_file(), name
     with open(full_run / "log.csv") as f:
         rows = list(csv.DictReader(f))
-    assert [r["epoch"] for r in rows] == ["0", "1"]
+    assert [r["epoch"] for r in rows] == ["1", "2"] and [r["step"] for r in rows] == ["3", "6"]
     assert 0.0 <= float(rows[-1]["pairs_accuracy"]) <= 1.0  # the verification callback ran
     state = json.loads((full_run / "checkpoint" / "state.json").read_text())
     assert state["step"] == state["total_steps"] == 6 and state["finished"]
@@ -140,6 +140,7 @@ BAD = [
     ('"path": "pairs.csv"', '"path": "missing.csv"', "`evaluation[0].path`"),
     ('"scale": 16.0', '"scale": "big"', "`loss.scale`"),
     ("model=tiny,", "model='resnet9000',", "`model.name`"),
+    ("seed=1,", "seed=1, strategy='mirrored', partial_fc=0.5,", "one replica only"),
 ]
 
 
@@ -165,3 +166,17 @@ def test_config_files_that_are_not_configs(workdir, capsys):
         assert main(["train", str(workdir / name)]) == 2
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1 and expected in err, err
+
+
+def test_partial_fc_run_resumes_exactly(workdir):
+    text = (workdir / "config.py").read_text().replace("seed=1,", "seed=1, partial_fc=0.5,")
+    (workdir / "pfc.py").write_text(text)
+    run = ["train", str(workdir / "pfc.py"), "--quiet", "--output"]
+    assert main([*run, str(workdir / "pfc_full")]) == 0
+    assert main([*run, str(workdir / "pfc_resumed"), "--stop-after-steps", "2"]) == 0
+    assert main([*run, str(workdir / "pfc_resumed")]) == 0
+    full, resumed = _weights(workdir / "pfc_full" / "backbone.keras"), _weights(workdir / "pfc_resumed" / "backbone.keras")
+    for a, b in zip(resumed, full):
+        np.testing.assert_allclose(a, b, atol=1e-6, rtol=0)
+    state = json.loads((workdir / "pfc_full" / "checkpoint" / "state.json").read_text())
+    assert state["fingerprint"]["partial_fc"] == 0.5
