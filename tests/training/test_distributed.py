@@ -8,7 +8,8 @@ on the same global batches (images read independently from the RecordIO file); t
 
 - ``MirroredStrategy`` over two logical CPU devices (child process: logical devices must be set up
   before TensorFlow starts), with synchronized BatchNormalization, gives the same weights; without it
-  (per-replica batch statistics) they differ, which shows the comparison can fail;
+  (per-replica batch statistics) they differ, which shows the comparison can fail; a run stopped
+  mid-epoch on one device and resumed on the two replicas gives them too;
 - a real two-process ``MultiWorkerMirroredStrategy`` cluster on 127.0.0.1 gives the same weights;
 - on JAX, ``keras.distribution.DataParallel`` over two host devices gives the same weights as one
   JAX device (child process with ``XLA_FLAGS=--xla_force_host_platform_device_count=2``).
@@ -160,8 +161,10 @@ MIRRORED_CHILD = textwrap.dedent(
     from keras_fr.training.engine import train
     job = json.loads(sys.argv[1])
     for overrides in job:
-        result = train(load_config(overrides.pop("config"), overrides=overrides), verbose=0, log=None)
-        assert result.num_replicas == 2, result.num_replicas
+        stop = overrides.pop("stop_after_steps", None)
+        result = train(load_config(overrides.pop("config"), overrides=overrides), stop_after_steps=stop,
+                       verbose=0, log=None)
+        assert result.num_replicas == (1 if overrides["strategy"] == "none" else 2), result.num_replicas
     """
 )
 
@@ -172,12 +175,16 @@ def test_mirrored_over_two_logical_cpus_matches_single_device(setup):
         {"config": str(setup["config"]), "strategy": "mirrored", "output": str(root / "mirrored")},
         {"config": str(setup["config"]), "strategy": "mirrored", "output": str(root / "mirrored_unsynced"),
          "sync_batchnorm": False},
+        # A checkpoint written on one device (mid-epoch) resumes on two replicas.
+        {"config": str(setup["config"]), "strategy": "none", "output": str(root / "switched"), "stop_after_steps": 7},
+        {"config": str(setup["config"]), "strategy": "mirrored", "output": str(root / "switched")},
     ]
     proc = subprocess.run([sys.executable, "-c", MIRRORED_CHILD, json.dumps(job)], capture_output=True,
                           text=True, env=_env(), timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     _assert_same(_weights(root / "mirrored" / "backbone.keras"), setup["single"], setup["initial"])
     # Per-replica batch statistics (4 images each) are another computation: the test can tell.
+    _assert_same(_weights(root / "switched" / "backbone.keras"), setup["single"], setup["initial"])
     unsynced = _weights(root / "mirrored_unsynced" / "backbone.keras")
     assert max(float(np.max(np.abs(u - s))) for u, s in zip(unsynced, setup["single"])) > 10 * ATOL
 
