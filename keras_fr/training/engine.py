@@ -436,6 +436,24 @@ def _logs_as_vectors(train_step):
     return step
 
 
+class _Embedder:
+    """The training model's backbone called directly (inference mode) for the evaluation callbacks.
+
+    Not ``predict_on_batch``: inside ``fit`` the strategy's scope is active, and Keras' predict would
+    distribute the evaluation batch over the replicas (under MirroredStrategy it returned twice the
+    embeddings). A direct call computes on this worker's copy of the weights."""
+
+    def __init__(self, model):
+        self.model = model
+
+    @property
+    def input_shape(self):
+        return self.model.backbone.input_shape
+
+    def __call__(self, images):
+        return self.model.backbone(images, training=False)
+
+
 def _make_csv_log(path, current_step):
     """One row per epoch (epoch, step, every log) in ``path``, kept across restarts. Unlike Keras'
     ``CSVLogger``, whose columns are those of the first epoch, a key that appears later (an evaluation
@@ -596,10 +614,11 @@ def train(config, stop_after_steps=None, verbose=2, log=print):
 
         # Every worker evaluates (the same computation on the same weights), so that nothing one
         # worker does alone can fall out of step with the others' collectives; the chief logs.
+        embedder = _Embedder(model)
         for entry in config.evaluation:
             callbacks.append(VerificationCallback(
                 entry["path"], every_n_epochs=entry["every_n_epochs"], batch_size=entry["batch_size"],
-                flip=entry["flip"], name=entry["name"], verbose=0,
+                flip=entry["flip"], name=entry["name"], verbose=0, embedding_model=embedder,
             ))
         if placement.is_chief:
             callbacks.append(_make_csv_log(os.path.join(output, "log.csv"), lambda: checkpointer.step))
