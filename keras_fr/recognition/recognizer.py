@@ -14,6 +14,11 @@ The one object a user needs::
   (``keras_fr.detection``) and aligned the way the model expects (its ``InputSpec``: ArcFace 112x112 or
   dlib's 150x150 chip); ``aligned=True`` says the inputs are already ArcFace-aligned 112x112 crops
   (the layout of LFW/insightface sets), which are re-cropped for models with another alignment.
+- **Runtime.** ``runtime="auto"`` (default) computes embeddings of up to
+  ``runtime.AUTO_MAX_BATCH`` images in a float32 TFLite file of the model (XNNPACK), built once,
+  checked against Keras (cosine >= 0.9999) and cached per model and weights-file hash
+  (``keras_fr.recognition.runtime``); ``"keras"``, ``"tflite"`` and ``"onnx"`` choose one. Keras stays
+  the reference, and weights without a file (random) use it under ``"auto"``.
 - **Scores** are cosine similarities of L2-normalized embeddings; "same person" means
   ``score >= threshold``. The threshold comes from the preset's calibration at the requested FAR
   (``far``, default 1e-3) unless ``threshold=`` is given; without either, verify/identify refuse to
@@ -30,6 +35,7 @@ from keras_fr.applications.specs import input_spec
 from keras_fr.applications.weights import choose_weights, get_manifest
 from keras_fr.evaluation.calibration import parse_far_key
 from keras_fr.preprocessing import align_face, as_rgb_image, dlib_face_chip, load_image
+from keras_fr.recognition import runtime as _runtime
 from keras_fr.recognition.gallery import Gallery
 
 #: FAR of the default decision threshold.
@@ -110,9 +116,23 @@ class FaceRecognizer:
         multi_face: which face to use when a photo holds several: ``"largest"``, ``"central"``, or
             ``"error"`` (raise :class:`ManyFacesError`).
         batch_size: embedding batch size.
+        runtime: where embeddings are computed: ``"auto"`` (default: a verified, cached TFLite file
+            for batches of up to ``keras_fr.recognition.runtime.AUTO_MAX_BATCH`` images when the
+            weights have a file, else Keras), ``"keras"``, ``"tflite"`` or ``"onnx"`` (see
+            :mod:`keras_fr.recognition.runtime`).
+        cache_dir: folder of the runtime files (default ``$KERAS_FR_CACHE/runtime``, else
+            ``~/.cache/keras_fr/runtime``).
+
+    Attributes:
+        model: the Keras model (the reference).
+        runtime: the :class:`keras_fr.recognition.runtime.InferenceRuntime` that computes embeddings
+            (``runtime.name`` says which).
 
     Raises:
-        ValueError: unknown model, no real weights without ``random_weights=True``, bad arguments.
+        ValueError: unknown model, no real weights without ``random_weights=True``, bad arguments
+            (``runtime`` not one of the four, a runtime that cannot run here).
+        RuntimeError: an explicit ``"tflite"``/``"onnx"`` file could not be built or does not
+            reproduce the Keras model.
     """
 
     def __init__(
@@ -127,7 +147,10 @@ class FaceRecognizer:
         multi_face="largest",
         batch_size=32,
         model_name=None,
+        runtime="auto",
+        cache_dir=None,
     ):
+        _runtime.check_runtime(runtime)
         if multi_face not in MULTI_FACE_POLICIES:
             raise ValueError(f"`multi_face` must be one of {MULTI_FACE_POLICIES}; got {multi_face!r}.")
         if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
@@ -160,10 +183,23 @@ class FaceRecognizer:
         self.far = float(far) if far is not None else None
         self.threshold_override = None if threshold is None else float(threshold)
         self.gallery = Gallery(self.embedding_size, model=self.model_name, weights=self.weights)
+        self.runtime = _runtime.prepare_runtime(
+            self.model,
+            self.model_name,
+            None if runtime == "keras" else _runtime.weights_sha256(self.model_name, self._weights_file()),
+            runtime,
+            cache_dir=cache_dir,
+            input_size=self.spec.size,
+            preprocess=self._preprocess,
+        )
 
     # -- set-up ------------------------------------------------------------------------------------
     def _resolve_weights(self, weights, random_weights):
         return choose_weights(self.model_name, weights, random_weights)[1]
+
+    def _weights_file(self):
+        """What the weights were loaded from (a file or a preset tag), or None for random weights."""
+        return None if self.weights == "random" else self.weights
 
     def _preset_calibration(self):
         """The ``calibration`` block of the preset's manifest, or None."""
@@ -276,7 +312,7 @@ class FaceRecognizer:
         out = []
         for start in range(0, len(crops), self.batch_size):
             batch = self._preprocess(crops[start : start + self.batch_size].astype(np.float32))
-            out.append(np.asarray(self.model(batch, training=False), dtype=np.float32))
+            out.append(np.asarray(self.runtime(batch), dtype=np.float32))
         emb = np.concatenate(out)
         norms = np.linalg.norm(emb, axis=1, keepdims=True)
         return emb / np.maximum(norms, 1e-12)

@@ -170,10 +170,10 @@ def test_embed_and_eval_recrop_for_the_dlib_model(people, tmp_path, capsys):
 
     root, _ = people
     files = sorted(str(p) for p in root.rglob("*.jpg"))[:4]
-    fr = FaceRecognizer()
+    fr = FaceRecognizer(runtime="keras")  # compared with Keras-level paths to 1e-5 below
     expected = fr.embed([load_image(f) for f in files], aligned=True)
     out = tmp_path / "e.npz"
-    assert cli.main(["embed", *files, "--model", "DlibResNet", "--output", str(out)]) == 0
+    assert cli.main(["embed", *files, "--model", "DlibResNet", "--output", str(out), "--runtime", "keras"]) == 0
     np.testing.assert_allclose(np.load(out)["embeddings"], expected, atol=1e-5)
     got = extract_embeddings(fr.model, files, flip=False, verbose=0, input_spec=input_spec("dlib_resnet"))
     np.testing.assert_allclose(got, expected, atol=1e-5)
@@ -202,7 +202,7 @@ def test_identification_protocol_recrops_for_the_dlib_model(people):
     labels = [os.path.basename(os.path.dirname(f)) for f in files]
     gallery = (files[0::3], labels[0::3])
     probe = ([f for i, f in enumerate(files) if i % 3], [x for i, x in enumerate(labels) if i % 3])
-    fr = FaceRecognizer()
+    fr = FaceRecognizer(runtime="keras")  # the protocol embeds with Keras: compared exactly below
     result = identification.evaluate_identification(
         fr.model, gallery, probe, flip=False, verbose=0, input_spec=input_spec("dlib_resnet")
     )

@@ -1,0 +1,438 @@
+"""Where a recognizer's embeddings are computed: Keras, or a verified TFLite / ONNX Runtime file.
+
+``FaceRecognizer(runtime=...)`` and ``keras-fr verify/embed/identify/enroll --runtime`` choose:
+
+- ``"keras"``: the Keras model itself (the reference every other runtime is checked against).
+- ``"tflite"``: a float32 TFLite (LiteRT) file of the model, run by the LiteRT interpreter with
+  XNNPACK on all the process's cores.
+- ``"onnx"``: an ONNX file of the model, run by ONNX Runtime (CPU) on all the process's cores.
+- ``"auto"`` (default): ``"tflite"`` for batches of up to :data:`AUTO_MAX_BATCH` images when it can
+  be used (TensorFlow backend, the ``export`` extra installed, weights with a file to hash), Keras
+  otherwise and for larger batches. If building the file fails, ``"auto"`` says so on stderr and
+  stays with Keras; an explicit ``"tflite"`` / ``"onnx"`` raises instead.
+
+**How a file is made.** With the exporters of :mod:`keras_fr.export` (which check the file against
+Keras themselves), then checked again here on face-like images (:func:`keras_fr.export.synthetic_faces`,
+preprocessed the way the model expects), at a batch of :data:`VERIFY_SAMPLES` and at batch 1: every
+embedding must have cosine >= :data:`MIN_COSINE` with Keras's, or the file is not used.
+
+**The cache.** A file is built once per (model name, sha256 of the weights file, keras_fr version,
+runtime, input size, layer shapes) and kept in the cache folder (``cache_dir=``, else
+``$KERAS_FR_CACHE/runtime``, else ``~/.cache/keras_fr/runtime``) as ``<model>-<runtime>-<key hash>``
+with a ``.json`` record beside it: the key, the file's sha256 and the check's numbers. A cached file
+is used only if the record's key is the expected one, the file's own sha256 matches the record and
+the file reproduces the Keras model on two face-like probe images (cosine >= :data:`MIN_COSINE`, a
+batch-2 call of each when the recognizer is made); anything else (a missing, truncated, tampered or unreadable entry) is rebuilt,
+never trusted. Files and records are written atomically (``keras_fr._atomic``), the record last.
+
+Weights without a file (random initialization, a built model given without ``weights``) have no hash
+to key a file on: ``"auto"`` uses Keras for them, and an explicit ``"tflite"`` / ``"onnx"`` builds and
+checks a file in a temporary folder, loads it into memory and deletes it: nothing is cached.
+"""
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import sys
+import tempfile
+
+import numpy as np
+
+from keras_fr import _quiet
+from keras_fr._atomic import write_text
+
+#: The runtimes a recognizer accepts.
+RUNTIMES = ("auto", "keras", "tflite", "onnx")
+#: Environment variable naming keras_fr's cache folder (runtime files go into its ``runtime/``).
+CACHE_ENV = "KERAS_FR_CACHE"
+#: Smallest per-embedding cosine with Keras that a runtime file must reach when built and when loaded.
+MIN_COSINE = 0.9999
+#: ``runtime="auto"`` runs batches of up to this many images in the TFLite file and larger ones in
+#: Keras. See docs/recognition.md ("Runtimes") for the measurements behind it.
+AUTO_MAX_BATCH = 32
+#: Face-like images in the build-time check (then the first one alone, at batch 1).
+VERIFY_SAMPLES = 8
+#: Probe images whose Keras embeddings the record keeps, to re-check a cached file on load.
+PROBE_SAMPLES = 2
+#: Layout of the cache entries; a new layout ignores (and replaces) older entries.
+CACHE_LAYOUT = 1
+
+_SUFFIX = {"tflite": ".tflite", "onnx": ".onnx"}
+
+
+def check_runtime(runtime, argument="`runtime`"):
+    """Return ``runtime`` if it is one of :data:`RUNTIMES`, else raise ``ValueError`` naming ``argument``."""
+    if not isinstance(runtime, str) or runtime not in RUNTIMES:
+        raise ValueError(f"{argument} must be one of {', '.join(RUNTIMES)}; got {runtime!r}.")
+    return runtime
+
+
+def default_cache_dir():
+    """``$KERAS_FR_CACHE/runtime``, else ``$XDG_CACHE_HOME/keras_fr/runtime``, else ``~/.cache/keras_fr/runtime``."""
+    root = os.environ.get(CACHE_ENV)
+    if not root:
+        base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+        root = os.path.join(base, "keras_fr")
+    return os.path.join(root, "runtime")
+
+
+def file_sha256(path):
+    """The sha256 (hex) of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def weights_sha256(model_name, weights):
+    """The sha256 of the file behind ``weights`` (a file path or a preset tag of ``model_name``), or
+    ``None`` when there is no file to hash (``None`` / ``"random"``, or a tag with no file here)."""
+    if weights is None or weights == "random":
+        return None
+    weights = os.fspath(weights)
+    if os.path.isfile(weights):
+        return file_sha256(weights)
+    from keras_fr.applications.weights import get_weights_file
+
+    try:
+        return file_sha256(get_weights_file(model_name, weights))
+    except (ValueError, OSError):
+        return None
+
+
+def available_threads():
+    """The cores this process may run on (its CPU affinity), at least 1."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def _why_unavailable(kind):
+    """Why ``kind`` ("tflite"/"onnx") cannot be built and run here, or ``""``."""
+    import keras
+
+    if keras.backend.backend() != "tensorflow":
+        return f"runtime '{kind}' needs the TensorFlow backend (the exporters trace TensorFlow graphs); " \
+               f"KERAS_BACKEND is {keras.backend.backend()!r}"
+    modules = ("ai_edge_litert",) if kind == "tflite" else ("onnxruntime", "tf2onnx", "onnx")
+    import importlib.util
+
+    missing = [m for m in modules if importlib.util.find_spec(m) is None]
+    if missing:
+        return f"runtime '{kind}' needs {', '.join(missing)}: pip install 'keras_fr[export]'"
+    return ""
+
+
+# --------------------------------------------------------------------------------------------------
+# Runners: one batch in (float32, preprocessed), embeddings out
+# --------------------------------------------------------------------------------------------------
+
+
+class _KerasRunner:
+    def __init__(self, model):
+        self.model = model
+
+    def __call__(self, x):
+        return np.asarray(self.model(x, training=False), np.float32)
+
+
+class _TFLiteRunner:
+    def __init__(self, path=None, content=None, threads=None):
+        from ai_edge_litert.interpreter import Interpreter
+
+        self._content = content  # the interpreter reads from this buffer: keep it alive
+        kwargs = {"num_threads": threads or available_threads()}
+        with _quiet.native_stderr():  # XNNPACK's "Created TensorFlow Lite XNNPACK delegate" line
+            if content is not None:
+                self.interpreter = Interpreter(model_content=content, **kwargs)
+            else:
+                self.interpreter = Interpreter(model_path=os.fspath(path), **kwargs)
+        self._input = self.interpreter.get_input_details()[0]["index"]
+        self._output = self.interpreter.get_output_details()[0]["index"]
+        self._shape = None
+
+    def __call__(self, x):
+        x = np.ascontiguousarray(x, np.float32)
+        if x.shape != self._shape:  # re-plan only when the batch shape changes
+            with _quiet.native_stderr():
+                self.interpreter.resize_tensor_input(self._input, list(x.shape), strict=True)
+                self.interpreter.allocate_tensors()
+            self._shape = x.shape
+        self.interpreter.set_tensor(self._input, x)
+        self.interpreter.invoke()
+        return np.array(self.interpreter.get_tensor(self._output), np.float32)
+
+
+class _OnnxRunner:
+    def __init__(self, path=None, content=None, threads=None):
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads or available_threads()
+        options.log_severity_level = 3
+        source = content if content is not None else os.fspath(path)
+        self.session = ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
+        self._name = self.session.get_inputs()[0].name
+
+    def __call__(self, x):
+        out = self.session.run(None, {self._name: np.ascontiguousarray(x, np.float32)})[0]
+        return np.asarray(out, np.float32)
+
+
+_RUNNERS = {"tflite": _TFLiteRunner, "onnx": _OnnxRunner}
+
+
+# --------------------------------------------------------------------------------------------------
+# The runtime a recognizer holds
+# --------------------------------------------------------------------------------------------------
+
+
+class InferenceRuntime:
+    """Embeddings of preprocessed batches, from Keras or a verified runtime file.
+
+    Call it like a Keras model: ``runtime(x)`` or ``runtime(x, training=False)`` returns float32
+    embeddings (N, D) of a float32 batch (N, H, W, 3) already preprocessed for the model.
+
+    Attributes:
+        requested: the ``runtime`` asked for (``"auto"``, ``"keras"``, ``"tflite"``, ``"onnx"``).
+        name: the runtime small batches go to (``"keras"``, ``"tflite"`` or ``"onnx"``).
+        max_batch: batches larger than this go to Keras (``None``: no limit); set for ``"auto"``.
+        path: the cached file, or None (Keras, or a file that was not cached).
+        cached: the file was found in the cache (not built by this process).
+        min_cosine: the smallest cosine with Keras measured when the file was built or loaded.
+        note: why ``"auto"`` stayed with Keras, if it did.
+    """
+
+    def __init__(self, model, requested, name, runner=None, path=None, cached=False, min_cosine=None,
+                 max_batch=None, note=""):
+        self.model = model
+        self.requested = requested
+        self.name = name
+        self._runner = runner
+        self._keras = _KerasRunner(model)
+        self.path = path
+        self.cached = cached
+        self.min_cosine = min_cosine
+        self.max_batch = max_batch
+        self.note = note
+
+    def __call__(self, x, training=False):
+        if training:
+            raise ValueError("an inference runtime computes embeddings only: `training` must be False.")
+        if self._runner is None or (self.max_batch is not None and len(x) > self.max_batch):
+            return self._keras(x)
+        return self._runner(x)
+
+    def __repr__(self):
+        where = f", path={self.path!r}" if self.path else ""
+        return f"InferenceRuntime(requested={self.requested!r}, name={self.name!r}{where})"
+
+
+def _probe_inputs(size, count, preprocess, seed):
+    from keras_fr.export import synthetic_faces
+
+    return np.asarray(preprocess(synthetic_faces(count, size, seed=seed).astype(np.float32)), np.float32)
+
+
+def _min_cosine(reference, actual):
+    ref = np.asarray(reference, np.float64).reshape(len(reference), -1)
+    out = np.asarray(actual, np.float64).reshape(len(actual), -1)
+    if ref.shape != out.shape or not np.all(np.isfinite(out)):
+        return float("nan")
+    denom = np.linalg.norm(ref, axis=1) * np.linalg.norm(out, axis=1)
+    return float(np.min(np.sum(ref * out, axis=1) / np.maximum(denom, 1e-30)))
+
+
+def _check_runner(model, runner, size, preprocess):
+    """The smallest cosine with Keras over a batch of face-like images and the first one alone."""
+    x = _probe_inputs(size, VERIFY_SAMPLES, preprocess, seed=2024)
+    reference = np.asarray(model(x, training=False), np.float32)
+    return min(_min_cosine(reference, runner(x)), _min_cosine(reference[:1], runner(x[:1])))
+
+
+def _export(model, kind, path):
+    from keras_fr.export import to_onnx, to_tflite
+
+    with _quiet.native_stderr():
+        return (to_tflite if kind == "tflite" else to_onnx)(model, path)
+
+
+def _cache_key(model, model_name, weights_hash, kind, size, preprocess):
+    import keras_fr
+
+    shapes = hashlib.sha256(
+        json.dumps([[w.path, list(w.shape), str(w.dtype)] for w in model.weights]).encode()
+    ).hexdigest()
+    return {
+        "layout": CACHE_LAYOUT,
+        "model": model_name,
+        "weights_sha256": weights_hash,
+        "keras_fr": keras_fr.__version__,
+        "runtime": kind,
+        "input_size": int(size),
+        "layers_sha256": shapes,
+        "preprocess": _preprocess_fingerprint(preprocess),
+    }
+
+
+def _entry_paths(cache_dir, key):
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
+    stem = os.path.join(cache_dir, f"{key['model']}-{key['runtime']}-{digest}")
+    return stem + _SUFFIX[key["runtime"]], stem + ".json"
+
+
+def _load_cached(model, key, artifact, record_path, preprocess, threads):
+    """``(runner, min_cosine)`` of a valid cache entry, or None (missing, stale or corrupt).
+
+    Valid: the record is JSON with the expected key, the file's sha256 is the recorded one, and the
+    file reproduces ``model`` on :data:`PROBE_SAMPLES` face-like images (so a file is never used for a
+    model it does not match, even when a caller names the wrong weights file).
+    """
+    if not (os.path.isfile(artifact) and os.path.isfile(record_path)):
+        return None
+    try:
+        with open(record_path, encoding="utf-8") as f:
+            record = json.load(f)  # JSON only: a record is data, never code
+        if record.get("key") != key or file_sha256(artifact) != record.get("artifact_sha256"):
+            return None
+        runner = _RUNNERS[key["runtime"]](path=artifact, threads=threads)
+        probe = _probe_inputs(key["input_size"], PROBE_SAMPLES, preprocess, seed=99)
+        cosine = _min_cosine(np.asarray(model(probe, training=False), np.float32), runner(probe))
+    except Exception:  # noqa: BLE001 - an unreadable entry of any kind is rebuilt, never trusted
+        return None
+    return (runner, cosine) if cosine >= MIN_COSINE else None
+
+
+def _arcface_preprocess(x):
+    return x / np.float32(127.5) - np.float32(1.0)
+
+
+def _preprocess_fingerprint(preprocess):
+    """A stable name for ``preprocess``: its output on a fixed ramp of pixels, hashed."""
+    ramp = np.linspace(0, 255, 12, dtype=np.float32).reshape(1, 2, 2, 3)
+    return hashlib.sha256(np.asarray(preprocess(ramp.copy()), np.float32).tobytes()).hexdigest()[:16]
+
+
+def _build(model, kind, folder, size, preprocess, threads, content=False):
+    """Export ``model`` into ``folder``, check it; returns ``(path, runner, min_cosine)``."""
+    path = os.path.join(folder, f"model{_SUFFIX[kind]}")
+    _export(model, kind, path)
+    if content:
+        with open(path, "rb") as f:
+            data = f.read()
+        runner = _RUNNERS[kind](content=data, threads=threads)
+    else:
+        runner = _RUNNERS[kind](path=path, threads=threads)
+    cosine = _check_runner(model, runner, size, preprocess)
+    if not cosine >= MIN_COSINE:
+        raise RuntimeError(
+            f"the {kind} file does not reproduce the Keras model on face-like images: min cosine "
+            f"{cosine:.6f} < {MIN_COSINE}"
+        )
+    return path, runner, cosine
+
+
+def _say(message):
+    """One line on stderr, unless the ``keras-fr`` command is quiet and stderr is not a terminal (so
+    its error output stays one line in scripts and logs)."""
+    try:
+        terminal = sys.stderr.isatty()
+    except (AttributeError, ValueError):
+        terminal = False
+    if _quiet.QUIET and not terminal:
+        return
+    print(f"keras_fr: {message}", file=sys.stderr, flush=True)
+
+
+def prepare_runtime(model, model_name, weights_hash, runtime="auto", *, cache_dir=None, input_size=None,
+                    preprocess=None, threads=None):
+    """The :class:`InferenceRuntime` for ``model``: Keras, or a verified TFLite / ONNX file (cached).
+
+    Args:
+        model: the Keras model (single image input, single embedding output, float32).
+        model_name: its registry name (part of the cache key and the file's name).
+        weights_hash: sha256 of its weights file (:func:`weights_sha256`); ``None``: nothing is cached.
+        runtime: one of :data:`RUNTIMES`.
+        cache_dir: the cache folder (default :func:`default_cache_dir`); created if missing.
+        input_size: the square crop size fed to the model (default: the model's input height, else 112).
+        preprocess: how uint8-range pixels become model inputs, for the check's face-like images
+            (default ``x / 127.5 - 1``).
+        threads: runtime threads (default: all cores this process may use).
+
+    Raises:
+        ValueError: a bad ``runtime`` or ``cache_dir``; an explicit runtime that cannot run here (backend,
+            missing extra).
+        RuntimeError: an explicit runtime whose file could not be exported or does not reproduce Keras.
+    """
+    check_runtime(runtime)
+    if cache_dir is not None:
+        if not isinstance(cache_dir, (str, os.PathLike)):
+            raise ValueError(f"`cache_dir` must be a folder path; got {type(cache_dir).__name__}.")
+        if os.path.exists(cache_dir) and not os.path.isdir(cache_dir):
+            raise ValueError(f"`cache_dir` {os.fspath(cache_dir)!r} is a file, not a folder.")
+    if runtime == "keras":
+        return InferenceRuntime(model, runtime, "keras")
+    kind = "tflite" if runtime == "auto" else runtime
+    why = _why_unavailable(kind)
+    if why:
+        if runtime == "auto":
+            return InferenceRuntime(model, runtime, "keras", note=why)
+        raise ValueError(f"`runtime`: {why}.")
+    if runtime == "auto" and weights_hash is None:
+        return InferenceRuntime(model, runtime, "keras",
+                                note="weights without a file (random or unnamed): nothing to key a cached file on")
+    size = int(input_size or model.inputs[0].shape[1] or 112)
+    preprocess = preprocess or _arcface_preprocess
+    max_batch = AUTO_MAX_BATCH if runtime == "auto" else None
+    try:
+        if weights_hash is None:  # explicit runtime, no hash: build in a temporary folder, keep nothing
+            with tempfile.TemporaryDirectory(prefix="keras_fr-runtime-") as folder:
+                _, runner, cosine = _build(model, kind, folder, size, preprocess, threads, content=True)
+            return InferenceRuntime(model, runtime, kind, runner, min_cosine=cosine, max_batch=max_batch)
+        return _cached_runtime(model, model_name, weights_hash, runtime, kind, cache_dir, size, preprocess,
+                               threads, max_batch)
+    except (RuntimeError, ValueError, OSError) as exc:
+        if runtime != "auto":
+            if isinstance(exc, OSError):
+                raise ValueError(f"`cache_dir`: {exc}") from exc
+            raise RuntimeError(f"runtime {kind!r} for {model_name}: {exc}") from exc
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        _say(f"could not build a {kind} file of {model_name} ({reason}); using Keras.")
+        return InferenceRuntime(model, runtime, "keras", note=reason)
+
+
+def _cached_runtime(model, model_name, weights_hash, runtime, kind, cache_dir, size, preprocess, threads,
+                    max_batch):
+    cache_dir = os.fspath(cache_dir) if cache_dir is not None else default_cache_dir()
+    os.makedirs(cache_dir, exist_ok=True)
+    key = _cache_key(model, model_name, weights_hash, kind, size, preprocess)
+    artifact, record_path = _entry_paths(cache_dir, key)
+    found = _load_cached(model, key, artifact, record_path, preprocess, threads)
+    if found is not None:
+        runner, cosine = found
+        return InferenceRuntime(model, runtime, kind, runner, path=artifact, cached=True, min_cosine=cosine,
+                                max_batch=max_batch)
+    _say(f"building a verified {kind} file of {model_name} for fast inference (once; cached in {cache_dir})")
+    for stale in (record_path, artifact):  # the record goes first: an entry without one is never used
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(stale)
+    folder = tempfile.mkdtemp(prefix=".build-", dir=cache_dir)
+    try:
+        built, runner, cosine = _build(model, kind, folder, size, preprocess, threads)
+        record = {
+            "key": key,
+            "artifact": os.path.basename(artifact),
+            "artifact_sha256": file_sha256(built),
+            "min_cosine": cosine,
+            "verified_on": f"{VERIFY_SAMPLES} synthetic face-like images (batch {VERIFY_SAMPLES} and 1)",
+        }
+        os.replace(built, artifact)  # same folder: atomic; the file was written whole by the exporter
+        write_text(record_path, json.dumps(record, indent=1) + "\n")
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    runner = _RUNNERS[kind](path=artifact, threads=threads)
+    return InferenceRuntime(model, runtime, kind, runner, path=artifact, min_cosine=cosine, max_batch=max_batch)

@@ -1,0 +1,216 @@
+"""FaceRecognizer's runtimes (keras_fr.recognition.runtime): TFLite and ONNX Runtime files that
+reproduce Keras, built once and cached per model and weights-file hash, never trusted when tampered
+with, never cached for weights without a file.
+
+A tiny network (a strided convolution, BatchNorm with non-trivial statistics, a grouped convolution
+like MSConv's, pooling and a dense embedding) keeps every export to seconds; the exporters' parity on
+the real families is tested in tests/export/.
+"""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+pytest.importorskip("ai_edge_litert")
+
+from keras_fr.export import synthetic_faces  # noqa: E402
+from keras_fr.recognition import FaceRecognizer  # noqa: E402
+from keras_fr.recognition import runtime as rt  # noqa: E402
+
+#: The tiny model stands in for this registry model (its input spec: ArcFace 112x112).
+NAME = "iresnet18"
+
+
+def tiny_model(seed):
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    inp = keras.Input((112, 112, 3))
+    x = keras.layers.Conv2D(16, 5, strides=4, padding="same", use_bias=False)(inp)
+    x = keras.layers.BatchNormalization()(x)
+    x = keras.layers.PReLU(shared_axes=[1, 2])(x)
+    x = keras.layers.Conv2D(16, 3, padding="same", groups=4)(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    out = keras.layers.Dense(24)(x)
+    model = keras.Model(inp, out)
+    rng = np.random.default_rng(seed)
+    bn = model.layers[2]
+    bn.set_weights([rng.uniform(0.5, 1.5, 16), rng.normal(0, 0.2, 16), rng.normal(0, 0.3, 16),
+                    rng.uniform(0.5, 2.0, 16)])
+    return model
+
+
+@pytest.fixture(scope="module")
+def weights_files(tmp_path_factory):
+    """Two tiny models with different weights, each saved to a file: (model, path) pairs."""
+    folder = tmp_path_factory.mktemp("weights")
+    out = []
+    for seed in (1, 2):
+        model = tiny_model(seed)
+        path = folder / f"tiny{seed}.weights.h5"
+        model.save_weights(path)
+        out.append((model, str(path)))
+    return out
+
+
+@pytest.fixture
+def exports(monkeypatch):
+    """Counts the exports (``runtime._export`` calls) by runtime kind."""
+    calls = []
+    real = rt._export
+
+    def counting(model, kind, path):
+        calls.append(kind)
+        return real(model, kind, path)
+
+    monkeypatch.setattr(rt, "_export", counting)
+    return calls
+
+
+def recognizer(model, weights, cache, runtime="auto", **kwargs):
+    return FaceRecognizer(model, model_name=NAME, weights=weights, runtime=runtime, cache_dir=cache, **kwargs)
+
+
+def min_cosine(a, b):
+    return float(np.min(np.sum(a * b, axis=1)))  # rows are unit vectors
+
+
+def crops(count=5, seed=3):
+    return synthetic_faces(count, 112, seed=seed)
+
+
+@pytest.mark.parametrize("kind", ["tflite", "onnx"])
+def test_runtime_embeddings_equal_keras(kind, weights_files, tmp_path, exports):
+    if kind == "onnx":
+        pytest.importorskip("onnxruntime")
+        pytest.importorskip("tf2onnx")
+    model, weights = weights_files[0]
+    fr = recognizer(model, weights, tmp_path, runtime=kind)
+    assert fr.runtime.name == kind and exports == [kind]
+    assert fr.runtime.path and os.path.dirname(fr.runtime.path) == str(tmp_path)
+    assert fr.runtime.path.endswith("." + kind) and fr.runtime.min_cosine >= rt.MIN_COSINE
+    reference = recognizer(model, weights, tmp_path, runtime="keras")
+    assert reference.runtime.name == "keras"
+    faces = crops()
+    got, want = fr.embed_crops(faces), reference.embed_crops(faces)
+    assert got.shape == want.shape == (5, 24)
+    assert min_cosine(got, want) >= 0.9999
+    assert min_cosine(fr.embed_crops(faces[:1]), want[:1]) >= 0.9999  # batch 1, the verify path
+    # The file runs the computation (not Keras behind the scenes): its outputs are not bit-identical.
+    assert not np.array_equal(got, want)
+    record = json.loads(open(fr.runtime.path[: -len(kind) - 1] + ".json").read())
+    assert record["key"]["weights_sha256"] == rt.file_sha256(weights)
+    assert record["artifact_sha256"] == rt.file_sha256(fr.runtime.path)
+
+
+def test_cache_is_reused_and_keyed_by_weights_hash(weights_files, tmp_path, exports):
+    (model_a, weights_a), (model_b, weights_b) = weights_files
+    first = recognizer(model_a, weights_a, tmp_path)
+    assert first.runtime.name == "tflite" and not first.runtime.cached and exports == ["tflite"]
+    again = recognizer(model_a, weights_a, tmp_path)
+    assert again.runtime.cached and again.runtime.path == first.runtime.path
+    assert exports == ["tflite"]  # no second export
+    faces = crops()
+    np.testing.assert_allclose(again.embed_crops(faces), first.embed_crops(faces), atol=1e-6)
+    other = recognizer(model_b, weights_b, tmp_path)
+    assert exports == ["tflite", "tflite"] and other.runtime.path != first.runtime.path
+    assert sorted(os.listdir(tmp_path)) == sorted(
+        os.path.basename(p) for r in (first, other) for p in (r.runtime.path, r.runtime.path[:-7] + ".json")
+    )
+    # Batches above AUTO_MAX_BATCH go to Keras, the rest to the file.
+    big = np.zeros((rt.AUTO_MAX_BATCH + 1, 112, 112, 3), np.float32)
+    np.testing.assert_array_equal(first.runtime(big), np.asarray(model_a(big, training=False)))
+
+
+def test_tampered_or_foreign_cache_files_are_rebuilt(weights_files, tmp_path, exports):
+    (model_a, weights_a), (model_b, weights_b) = weights_files
+    built = recognizer(model_a, weights_a, tmp_path).runtime.path
+    record_path = built[: -len(".tflite")] + ".json"
+    faces = crops()
+    want = recognizer(model_a, weights_a, tmp_path, runtime="keras").embed_crops(faces)
+
+    # 1. A file changed after it was recorded, even harmlessly (a byte appended: it would still load
+    #    and compute the same), or corrupted in place: its sha256 no longer matches the record.
+    with open(built, "ab") as f:
+        f.write(b"\0")
+    fr = recognizer(model_a, weights_a, tmp_path)
+    assert exports == ["tflite", "tflite"] and not fr.runtime.cached
+    data = bytearray(open(built, "rb").read())
+    data[len(data) // 2 : len(data) // 2 + 64] = bytes(64)
+    open(built, "wb").write(bytes(data))
+    fr = recognizer(model_a, weights_a, tmp_path)
+    assert exports == ["tflite"] * 3 and not fr.runtime.cached
+    assert min_cosine(fr.embed_crops(faces), want) >= 0.9999
+
+    # 2. Another model's file put in its place, with the record's hash updated to match: the file
+    #    does not reproduce this model on the probe images, so it is rebuilt.
+    foreign = recognizer(model_b, weights_b, tmp_path).runtime.path
+    assert len(exports) == 4
+    record = json.loads(open(record_path).read())
+    record["artifact_sha256"] = rt.file_sha256(foreign)
+    open(record_path, "w").write(json.dumps(record))
+    open(built, "wb").write(open(foreign, "rb").read())
+    fr = recognizer(model_a, weights_a, tmp_path)
+    assert len(exports) == 5 and not fr.runtime.cached
+    assert min_cosine(fr.embed_crops(faces), want) >= 0.9999
+
+    # 3. A record that is not JSON, or names another key: rebuilt, never trusted.
+    open(record_path, "w").write("not json")
+    assert not recognizer(model_a, weights_a, tmp_path).runtime.cached and len(exports) == 6
+    record = json.loads(open(record_path).read())
+    record["key"]["keras_fr"] = "0.0.0"
+    open(record_path, "w").write(json.dumps(record))
+    assert not recognizer(model_a, weights_a, tmp_path).runtime.cached and len(exports) == 7
+    assert recognizer(model_a, weights_a, tmp_path).runtime.cached and len(exports) == 7
+
+
+def test_random_weights_are_never_cached(tmp_path, exports):
+    model = tiny_model(5)
+    cache = tmp_path / "cache"
+    auto = FaceRecognizer(model, model_name=NAME, random_weights=True, cache_dir=cache)
+    assert auto.runtime.name == "keras" and "random" in auto.runtime.note and exports == []
+    explicit = FaceRecognizer(model, model_name=NAME, random_weights=True, runtime="tflite", cache_dir=cache)
+    assert explicit.runtime.name == "tflite" and explicit.runtime.path is None and exports == ["tflite"]
+    assert not cache.exists() or os.listdir(cache) == []
+    faces = crops(3)
+    assert min_cosine(explicit.embed_crops(faces), auto.embed_crops(faces)) >= 0.9999
+    # A registry model with random weights: no hash either.
+    assert rt.weights_sha256(NAME, "random") is None and rt.weights_sha256(NAME, None) is None
+
+
+def test_bad_runtime_arguments(weights_files, tmp_path):
+    model, weights = weights_files[0]
+    with pytest.raises(ValueError, match="`runtime` must be one of auto, keras, tflite, onnx; got 'tensorrt'"):
+        recognizer(model, weights, tmp_path, runtime="tensorrt")
+    with pytest.raises(ValueError, match="`runtime` must be one of"):
+        recognizer(model, weights, tmp_path, runtime=None)
+    not_a_folder = tmp_path / "file"
+    not_a_folder.write_text("x")
+    with pytest.raises(ValueError, match="`cache_dir` .* is a file, not a folder"):
+        recognizer(model, weights, not_a_folder)
+    with pytest.raises(ValueError, match="`cache_dir` must be a folder path"):
+        recognizer(model, weights, 3)
+
+
+def test_default_cache_dir_follows_the_environment(monkeypatch, tmp_path):
+    monkeypatch.setenv(rt.CACHE_ENV, str(tmp_path))
+    assert rt.default_cache_dir() == os.path.join(str(tmp_path), "runtime")
+    monkeypatch.delenv(rt.CACHE_ENV)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert rt.default_cache_dir() == os.path.join(str(tmp_path / "xdg"), "keras_fr", "runtime")
+
+
+def test_cli_runtime_option_is_checked(capsys, tmp_path):
+    from keras_fr import cli
+
+    a, b = tmp_path / "a.jpg", tmp_path / "b.jpg"
+    a.write_bytes(b"")
+    b.write_bytes(b"")
+    out = str(tmp_path / "e.npz")
+    for command in (["verify", str(a), str(b)], ["embed", str(a), "--model", NAME, "--output", out]):
+        code = cli.main([*command, "--runtime", "tensorrt"])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert code == 2 and len(err) == 1, err
+        assert "--runtime must be one of auto, keras, tflite, onnx; got 'tensorrt'" in err[0]
