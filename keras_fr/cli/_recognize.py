@@ -5,9 +5,31 @@ import os
 
 from keras_fr.cli._common import CLIError, model_name, resolve_weights
 from keras_fr.recognition import FaceRecognizer
+from keras_fr.recognition.runtime import RUNTIMES, check_runtime
 
 #: The model used when ``--model`` is not given: keras_fr's real pretrained recognizer.
 DEFAULT_MODEL = "dlib_resnet"
+
+
+def add_runtime_arg(parser):
+    """``--runtime auto|keras|tflite|onnx`` (checked by :func:`runtime_arg`, a one-line error)."""
+    parser.add_argument(
+        "--runtime",
+        default="auto",
+        metavar="|".join(RUNTIMES),
+        help="where embeddings are computed: auto (default: a TFLite file of the model, built once, "
+        "checked against Keras and cached, when the weights have a file; else Keras), keras, tflite "
+        "or onnx (see docs/recognition.md)",
+    )
+
+
+def runtime_arg(args):
+    """The checked ``--runtime`` value (``CLIError`` naming the option otherwise)."""
+    value = getattr(args, "runtime", "auto")
+    try:
+        return check_runtime(value, "--runtime")
+    except ValueError as exc:
+        raise CLIError(str(exc)) from None
 
 
 def add_recognizer_args(parser, decisions=True, model_default=DEFAULT_MODEL):
@@ -41,6 +63,7 @@ def add_recognizer_args(parser, decisions=True, model_default=DEFAULT_MODEL):
         default="error",
         help="which face to use when a photo holds several (default: refuse, naming the photo)",
     )
+    add_runtime_arg(parser)
     if decisions:
         parser.add_argument(
             "--far",
@@ -59,6 +82,7 @@ def build_recognizer(args, model=None, weights=None):
     threshold = getattr(args, "threshold", None)
     if threshold is not None and not -1.0 <= threshold <= 1.0:
         raise CLIError(f"--threshold is a cosine similarity in [-1, 1]; got {threshold}.")
+    runtime = runtime_arg(args)
     model = model_name(model or args.model)
     weights, _ = resolve_weights(model, weights if weights is not None else args.weights, args.random_weights)
     try:
@@ -70,9 +94,12 @@ def build_recognizer(args, model=None, weights=None):
             threshold=threshold,
             detector=args.detector,
             multi_face=args.face,
+            runtime=runtime,
         )
     except ValueError as exc:
         raise CLIError(str(exc)) from None
+    except RuntimeError as exc:  # an explicit --runtime whose file could not be built or checked
+        raise CLIError(f"--runtime {runtime}: {exc} (--runtime keras always works)") from None
 
 
 def check_images_exist(paths):

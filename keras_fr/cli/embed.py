@@ -35,6 +35,8 @@ from keras_fr.cli._common import (
     print_json,
 )
 from keras_fr import preprocessing
+from keras_fr.cli._recognize import add_runtime_arg, runtime_arg
+from keras_fr.recognition.runtime import prepare_runtime, weights_sha256
 from keras_fr._atomic import atomic_path
 from keras_fr.applications.common import check_input_range, preprocess_input
 
@@ -351,6 +353,18 @@ def save_embeddings(path, embeddings, paths):
     raise CLIError(f"--output must end in .npz or .npy; got {path!r}.")
 
 
+def _runtime_for(model, name, weights_label, runtime, size, spec):
+    """The model wrapped in its ``--runtime`` (``keras_fr.recognition.runtime``); CLIError if it cannot run."""
+    preprocess = spec.preprocess_fn() if spec is not None else preprocess_input
+    weights_hash = None if runtime == "keras" or weights_label == RANDOM else weights_sha256(name, weights_label)
+    try:
+        return prepare_runtime(model, name, weights_hash, runtime, input_size=size, preprocess=preprocess)
+    except ValueError as exc:
+        raise CLIError(str(exc)) from None
+    except RuntimeError as exc:
+        raise CLIError(f"--runtime {runtime}: {exc} (--runtime keras always works)") from None
+
+
 def register(subparsers):
     parser = subparsers.add_parser(
         "embed",
@@ -372,6 +386,7 @@ def register(subparsers):
         "stopping at the first one",
     )
     add_batch_size_arg(parser)
+    add_runtime_arg(parser)
     add_output_arg(parser, required=True, help="output file: .npz (embeddings + paths) or .npy (+ .txt list)")
     add_json_arg(parser)
     parser.set_defaults(func=run)
@@ -382,6 +397,7 @@ def run(args):
         raise CLIError(f"--output must end in .npz or .npy; got {args.output!r}.")
     if args.batch_size < 1:
         raise CLIError(f"--batch-size must be at least 1; got {args.batch_size}.")
+    runtime = runtime_arg(args)
     check_output(args.output)
     if args.output.endswith(".npy"):
         check_output(args.output[: -len(".npy")] + ".txt", "--output's .txt list")
@@ -403,6 +419,7 @@ def run(args):
         size, spec = model_image_size(model), None
     else:  # files are ArcFace crops, re-cropped for this model (e.g. dlib's 150x150 chip)
         size = 112
+    model = _runtime_for(model, args.model, weights_label, runtime, spec.size if spec else size, spec)
     embeddings = embed_files(model, paths, args.landmarks, args.batch_size, size, skipped=skipped, spec=spec)
     bad = {path for path, _ in skipped or []}
     kept = [p for p in paths if p not in bad]

@@ -22,6 +22,7 @@ EXAMPLES = """examples:
   keras-fr verify a.jpg b.jpg --far 1e-4 --json      # a stricter calibrated threshold
   keras-fr verify crop1.jpg crop2.jpg --aligned      # ArcFace-aligned 112x112 crops
   keras-fr verify a.jpg b.jpg --model iresnet50 --weights model.weights.h5 --threshold 0.35
+  keras-fr verify a.jpg b.jpg --runtime keras        # embed with Keras, not the cached TFLite file
 
 exit code 0 with the decision printed; 2 with one line for a user error (no face found, unreadable
 photo, unknown model, a model without real weights and no --random-weights, ...).

@@ -14,8 +14,8 @@ The one object a user needs::
   (``keras_fr.detection``) and aligned the way the model expects (its ``InputSpec``: ArcFace 112x112 or
   dlib's 150x150 chip); ``aligned=True`` says the inputs are already ArcFace-aligned 112x112 crops
   (the layout of LFW/insightface sets), which are re-cropped for models with another alignment.
-- **Runtime.** ``runtime="auto"`` (default) computes embeddings of up to
-  ``runtime.AUTO_MAX_BATCH`` images in a float32 TFLite file of the model (XNNPACK), built once,
+- **Runtime.** ``runtime="auto"`` (default) computes embeddings in a float32 TFLite file of the
+  model (XNNPACK), built once,
   checked against Keras (cosine >= 0.9999) and cached per model and weights-file hash
   (``keras_fr.recognition.runtime``); ``"keras"``, ``"tflite"`` and ``"onnx"`` choose one. Keras stays
   the reference, and weights without a file (random) use it under ``"auto"``.
@@ -117,8 +117,7 @@ class FaceRecognizer:
             ``"error"`` (raise :class:`ManyFacesError`).
         batch_size: embedding batch size.
         runtime: where embeddings are computed: ``"auto"`` (default: a verified, cached TFLite file
-            for batches of up to ``keras_fr.recognition.runtime.AUTO_MAX_BATCH`` images when the
-            weights have a file, else Keras), ``"keras"``, ``"tflite"`` or ``"onnx"`` (see
+            when the weights have a file, else Keras), ``"keras"``, ``"tflite"`` or ``"onnx"`` (see
             :mod:`keras_fr.recognition.runtime`).
         cache_dir: folder of the runtime files (default ``$KERAS_FR_CACHE/runtime``, else
             ``~/.cache/keras_fr/runtime``).

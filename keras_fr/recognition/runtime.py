@@ -6,10 +6,10 @@
 - ``"tflite"``: a float32 TFLite (LiteRT) file of the model, run by the LiteRT interpreter with
   XNNPACK on all the process's cores.
 - ``"onnx"``: an ONNX file of the model, run by ONNX Runtime (CPU) on all the process's cores.
-- ``"auto"`` (default): ``"tflite"`` for batches of up to :data:`AUTO_MAX_BATCH` images when it can
-  be used (TensorFlow backend, the ``export`` extra installed, weights with a file to hash), Keras
-  otherwise and for larger batches. If building the file fails, ``"auto"`` says so on stderr and
-  stays with Keras; an explicit ``"tflite"`` / ``"onnx"`` raises instead.
+- ``"auto"`` (default): ``"tflite"`` when it can be used (TensorFlow backend, the ``export`` extra
+  installed, weights with a file to hash), Keras otherwise (and for batches larger than
+  :data:`AUTO_MAX_BATCH`, when that is set). If building the file fails, ``"auto"`` says so on
+  stderr and stays with Keras; an explicit ``"tflite"`` / ``"onnx"`` raises instead.
 
 **How a file is made.** With the exporters of :mod:`keras_fr.export` (which check the file against
 Keras themselves), then checked again here on face-like images (:func:`keras_fr.export.synthetic_faces`,
@@ -50,8 +50,10 @@ CACHE_ENV = "KERAS_FR_CACHE"
 #: Smallest per-embedding cosine with Keras that a runtime file must reach when built and when loaded.
 MIN_COSINE = 0.9999
 #: ``runtime="auto"`` runs batches of up to this many images in the TFLite file and larger ones in
-#: Keras. See docs/recognition.md ("Runtimes") for the measurements behind it.
-AUTO_MAX_BATCH = 32
+#: Keras; ``None``: every batch in the file. Rough measurements here (dlib_resnet, batches 1 to 128,
+#: docs/recognition.md "Runtimes") found the file ahead of Keras at every batch size, so there is no
+#: limit until a quiet-machine run (benchmarks/compare_reference.py) shows Keras ahead somewhere.
+AUTO_MAX_BATCH = None
 #: Face-like images in the build-time check (then the first one alone, at batch 1).
 VERIFY_SAMPLES = 8
 #: Probe images whose Keras embeddings the record keeps, to re-check a cached file on load.

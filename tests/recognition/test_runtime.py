@@ -119,9 +119,12 @@ def test_cache_is_reused_and_keyed_by_weights_hash(weights_files, tmp_path, expo
     assert sorted(os.listdir(tmp_path)) == sorted(
         os.path.basename(p) for r in (first, other) for p in (r.runtime.path, r.runtime.path[:-7] + ".json")
     )
-    # Batches above AUTO_MAX_BATCH go to Keras, the rest to the file.
-    big = np.zeros((rt.AUTO_MAX_BATCH + 1, 112, 112, 3), np.float32)
-    np.testing.assert_array_equal(first.runtime(big), np.asarray(model_a(big, training=False)))
+    # With a batch limit for "auto", larger batches go to Keras and the rest to the file.
+    assert first.runtime.max_batch == rt.AUTO_MAX_BATCH
+    first.runtime.max_batch = 2
+    x = first._preprocess(faces.astype(np.float32))
+    np.testing.assert_array_equal(first.runtime(x[:3]), np.asarray(model_a(x[:3], training=False)))
+    assert not np.array_equal(first.runtime(x[:2]), np.asarray(model_a(x[:2], training=False)))
 
 
 def test_tampered_or_foreign_cache_files_are_rebuilt(weights_files, tmp_path, exports):
