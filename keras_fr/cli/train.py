@@ -65,7 +65,9 @@ def run(args):
 
     result = train(config, stop_after_steps=args.stop_after_steps, verbose=0 if args.quiet else 2,
                    log=None if args.quiet else print)
-    if result.finished:
+    if result.finished and result.backbone_path is None:
+        print(f"trained {result.total_steps} steps; the chief (worker 0) writes the backbone")
+    elif result.finished:
         print(f"trained {result.total_steps} steps; backbone: {result.backbone_path}")
     else:
         print(f"checkpointed at step {result.steps_done} of {result.total_steps}; run again to continue")

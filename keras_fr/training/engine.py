@@ -520,7 +520,8 @@ def train(config, stop_after_steps=None, verbose=2, log=print):
         log: where to print progress lines (``None``: silent).
 
     Returns:
-        A :class:`TrainResult`. The chief writes ``<output>/backbone.keras`` when the run finishes.
+        A :class:`TrainResult`. The chief writes ``<output>/backbone.keras`` when the run finishes
+        (``backbone_path`` is None on the other workers).
 
     Raises:
         ConfigError / ValueError: a wrong config, data or a checkpoint from a different run.
@@ -671,5 +672,5 @@ def train(config, stop_after_steps=None, verbose=2, log=print):
         log(f"finished: {backbone_path}")
     elif not finished:
         log(f"stopped at step {start} of {total}; run the same command again to continue")
-    return TrainResult(start, total, finished, backbone_path if finished else None,
+    return TrainResult(start, total, finished, backbone_path if finished and placement.is_chief else None,
                        {k: float(v) for k, v in history.items()}, output, placement.num_replicas)

@@ -56,6 +56,7 @@ config = dict(
     augmentation=False,
     sync_batchnorm=True,
     tensorboard=False,
+    evaluation=[{{"path": {pairs!r}, "name": "pairs"}}],
     output="runs/none",
     seed=3,
 )
@@ -93,8 +94,17 @@ def setup(tmp_path_factory):
         for c in labels
     ]
     write_recordio(root / "data", images, labels)
+    # A small pair set, so that the evaluation callback runs under every strategy too.
+    from PIL import Image
+
+    (root / "pairs").mkdir()
+    for i in range(16):
+        Image.fromarray(images[i]).save(root / "pairs" / f"{i}.png")
+    rows = [row for i in range(8) for row in (f"{i}.png,{i + 8}.png,1", f"{i}.png,{(i + 1) % 8}.png,0")]
+    (root / "pairs" / "pairs.csv").write_text("img1,img2,same\n" + "\n".join(rows) + "\n")
     config = root / "config.py"
-    config.write_text(CONFIG.format(data=str(root / "data"), batch=BATCH, epochs=EPOCHS))
+    config.write_text(CONFIG.format(data=str(root / "data"), batch=BATCH, epochs=EPOCHS,
+                                    pairs=str(root / "pairs" / "pairs.csv")))
     cfg = load_config(config, backend="tensorflow")
     keras.utils.set_random_seed(cfg.seed)
     initial = cfg.model().get_weights()
@@ -183,6 +193,7 @@ def test_mirrored_over_two_logical_cpus_matches_single_device(setup):
                           text=True, env=_env(), timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     _assert_same(_weights(root / "mirrored" / "backbone.keras"), setup["single"], setup["initial"])
+    assert "pairs_accuracy" in (root / "mirrored" / "log.csv").read_text().splitlines()[0]
     # Per-replica batch statistics (4 images each) are another computation: the test can tell.
     _assert_same(_weights(root / "switched" / "backbone.keras"), setup["single"], setup["initial"])
     unsynced = _weights(root / "mirrored_unsynced" / "backbone.keras")
@@ -232,6 +243,7 @@ def test_two_worker_cluster_matches_single_device(setup):
     for p, (_, err) in zip(procs, outputs):
         assert p.returncode == 0, err[-3000:]
     _assert_same(_weights(root / "multiworker" / "backbone.keras"), setup["single"], setup["initial"])
+    assert "pairs_accuracy" in (root / "multiworker" / "log.csv").read_text().splitlines()[0]
     assert not (root / "multiworker_1" / "backbone.keras").exists()  # only the chief writes
 
 
