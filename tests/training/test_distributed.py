@@ -98,9 +98,10 @@ def setup(tmp_path_factory):
     from PIL import Image
 
     (root / "pairs").mkdir()
-    for i in range(16):
+    for i in range(20):
         Image.fromarray(images[i]).save(root / "pairs" / f"{i}.png")
-    rows = [row for i in range(8) for row in (f"{i}.png,{i + 8}.png,1", f"{i}.png,{(i + 1) % 8}.png,0")]
+    # 10 same (i, i + 8) and 10 different (i, i + 1) pairs, alternating: every fold holds both.
+    rows = [row for i in range(10) for row in (f"{i}.png,{i + 8}.png,1", f"{i}.png,{i + 1}.png,0")]
     (root / "pairs" / "pairs.csv").write_text("img1,img2,same\n" + "\n".join(rows) + "\n")
     config = root / "config.py"
     config.write_text(CONFIG.format(data=str(root / "data"), batch=BATCH, epochs=EPOCHS,
