@@ -277,3 +277,106 @@ def test_jax_data_parallel_over_two_devices_matches_one_device(setup):
     assert proc.returncode == 0, proc.stderr[-3000:]
     one = _weights(root / "jax_none" / "backbone.keras")
     _assert_same(_weights(root / "jax_dp" / "backbone.keras"), one, setup["initial"])
+
+
+SHARDED_CHILD = textwrap.dedent(
+    """
+    import json
+    import numpy as np
+    import tensorflow as tf
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+    from keras_fr.layers.margin import MarginHead
+    from keras_fr.training.losses import ArcFaceLoss
+    from keras_fr.training.sharded_partial_fc import sample_shard, shard_rows, sharded_margin_loss
+
+    rng = np.random.default_rng(0)
+    B, D, C = 8, 6, 40
+    emb = rng.normal(size=(B, D)).astype("float32")
+    kernel = rng.normal(size=(C, D)).astype("float32")
+    labels = np.array([3, 39, 0, -1, 27, 3, 25, 11], np.int32)
+    loss_fn = ArcFaceLoss(scale=16.0, margin=0.3)
+
+    # Reference: the full head (MarginHead holds the transposed centres) and the loss, one device.
+    head = MarginHead(C)
+    head.build((None, D))
+    head.kernel.assign(kernel.T)
+    e, k = tf.constant(emb), head.kernel
+    with tf.GradientTape() as tape:
+        tape.watch(e)
+        ref = loss_fn(labels, head(e))
+    ref_ge, ref_gk = tape.gradient(ref, [e, k])
+    ref_gk = tf.transpose(ref_gk)
+
+    out = {}
+    for R in (1, 2):
+        strategy = tf.distribute.MirroredStrategy([f"/cpu:{i}" for i in range(R)],
+                                                  cross_device_ops=tf.distribute.ReductionToOneDevice())
+        per = B // R
+        def values(ctx, R=R, per=per):
+            r = ctx.replica_id_in_sync_group
+            start, stop = shard_rows(C, R, r)
+            return (tf.constant(emb[r * per:(r + 1) * per]), tf.constant(labels[r * per:(r + 1) * per]),
+                    tf.constant(kernel[start:stop]))
+        inputs = strategy.experimental_distribute_values_from_function(values)
+
+        def step(e_local, y_local, shard, R=R, rate=1.0):
+            ctx = tf.distribute.get_replica_context()
+            r = tf.get_static_value(ctx.replica_id_in_sync_group)
+            start, stop = shard_rows(C, R, int(r))
+            with tf.GradientTape() as tape:
+                tape.watch([e_local, shard])
+                e_all = ctx.all_gather(e_local, axis=0)
+                y_all = ctx.all_gather(y_local, axis=0)
+                idx, local = sample_shard(y_all, start, stop, rate, 0, r, 3)
+                loss = sharded_margin_loss(loss_fn, e_all, y_all, tf.gather(shard, idx), local)
+                scaled = loss / R  # as Keras scales a replica's loss under tf.distribute
+            ge, gs = tape.gradient(scaled, [e_local, shard])
+            gs = tf.convert_to_tensor(gs)
+            return loss, ge, gs, idx + start, local
+
+        loss, ge, gs, _, _ = strategy.run(step, args=inputs)
+        local = strategy.experimental_local_results
+        out[R] = {
+            "loss": max(abs(float(v) - float(ref)) for v in local(loss)),
+            "grad_embeddings": float(np.max(np.abs(np.concatenate([v.numpy() for v in local(ge)]) - ref_ge.numpy()))),
+            "grad_centres": float(np.max(np.abs(np.concatenate([v.numpy() for v in local(gs)]) - ref_gk.numpy()))),
+            "scale": [float(ref), float(np.abs(ref_ge).max()), float(np.abs(ref_gk).max())],
+        }
+        # Sampled (rate 0.4): each shard keeps its positives; the loss is the full head's restricted to the
+        # union of the shards' sampled classes, with the labels remapped into it.
+        sloss, _, _, ids, locs = strategy.run(lambda *a: step(*a, rate=0.4), args=inputs)
+        ids = [v.numpy() for v in local(ids)]
+        union = np.concatenate(ids)
+        positives = set(labels[labels >= 0].tolist())
+        for r, rows in enumerate(ids):
+            start, stop = shard_rows(C, R, r)
+            mine = {c for c in positives if start <= c < stop}
+            assert mine <= set(rows.tolist()), (r, mine, rows)
+            assert len(rows) == max(int(0.4 * (stop - start)), len(mine)), (r, rows)
+        remapped = np.where(labels >= 0, np.searchsorted(union, np.maximum(labels, 0)), -1)
+        cos = tf.gather(head(e), union, axis=1)
+        restricted = float(loss_fn(remapped, cos))
+        out[R]["sampled_loss"] = max(abs(float(v) - restricted) for v in local(sloss))
+        out[R]["sampled_classes"] = int(union.size)
+    print("RESULT " + json.dumps(out))
+    """
+)
+
+
+def test_sharded_partial_fc_equals_the_full_head_on_one_and_two_replicas():
+    """Class centres sharded over 1 and 2 replicas (logical CPUs): at sample rate 1.0 the loss and the
+    gradients (embeddings, centres) equal MarginHead + ArcFaceLoss on one device; at 0.4 each shard
+    keeps its positives and the loss is the full head's restricted to the union of the sampled classes."""
+    proc = subprocess.run([sys.executable, "-c", SHARDED_CHILD], capture_output=True, text=True, env=_env(),
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(next(ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT "))[7:])
+    for replicas in ("1", "2"):
+        r = result[replicas]
+        loss_scale, emb_scale, centre_scale = r["scale"]
+        assert r["loss"] <= 1e-5 * loss_scale, r
+        assert r["grad_embeddings"] <= 1e-5 * emb_scale, r
+        assert r["grad_centres"] <= 1e-5 * centre_scale, r
+        assert r["sampled_loss"] <= 1e-5 * loss_scale, r
+        assert r["sampled_classes"] == 16, r  # int(0.4 * 40), positives included, not all 40
