@@ -1,4 +1,4 @@
-"""IResNet (the ArcFace backbone) in plain PyTorch, written from REFERENCE.md section 2.
+"""IResNet (the ArcFace backbone) in plain PyTorch, written from docs/reference.md section 2.
 
 Its ``state_dict`` layout is the one of insightface's ``arcface_torch`` IResNet, so the public
 ArcFace checkpoints (ms1mv3 / glint360k / webface r50 and r100) load here with ``strict=True``. A
@@ -15,14 +15,9 @@ torch.Size([1, 512])
 import torch
 from torch import nn
 
-#: Blocks per layer.
-IRESNET_DEPTHS = {
-    18: (2, 2, 2, 2),
-    34: (3, 4, 6, 3),
-    50: (3, 4, 14, 3),
-    100: (3, 13, 30, 3),
-    200: (6, 26, 60, 6),
-}
+from keras_fr.applications import registry
+
+# Blocks per layer come from the model registry (keras_fr.applications.iresnet records them).
 #: The head flattens the 7x7 map left from a 112x112 input.
 FC_SPATIAL = 7 * 7
 
@@ -55,24 +50,26 @@ class IResNet(nn.Module):
     """The ArcFace IResNet.
 
     Args:
-        depth: 18, 34, 50, 100 or 200.
+        depth: 18, 34, 50, 100 or 200 (the registry's ``iresnet<depth>``; ignored with ``blocks``).
         embedding_size: output dimension of ``fc`` / ``features`` (512).
         dropout: dropout rate before ``fc`` (inactive in eval mode).
+        blocks: blocks per stage (keyword only), instead of ``depth``.
+        family: the registry family whose ``<family><depth>`` model gives the blocks.
 
     Raises:
         ValueError: for an unknown depth.
     """
 
-    def __init__(self, depth=50, embedding_size=512, dropout=0.0):
+    def __init__(self, depth=50, embedding_size=512, dropout=0.0, *, blocks=None, family="iresnet"):
         super().__init__()
-        if depth not in IRESNET_DEPTHS:
-            raise ValueError(f"`depth` must be one of {sorted(IRESNET_DEPTHS)}; got {depth!r}.")
+        if blocks is None:
+            blocks = registry.blocks_for_depth(family, depth)
         self.depth = depth
         self.inplanes = 64
         self.conv1 = nn.Conv2d(3, 64, 3, stride=1, padding=1, bias=False)
         self.bn1 = nn.BatchNorm2d(64, eps=1e-5)
         self.prelu = nn.PReLU(64)
-        blocks = IRESNET_DEPTHS[depth]
+        blocks = tuple(blocks)
         self.layer1 = self._make_layer(64, blocks[0], stride=2)
         self.layer2 = self._make_layer(128, blocks[1], stride=2)
         self.layer3 = self._make_layer(256, blocks[2], stride=2)
@@ -105,6 +102,10 @@ class IResNet(nn.Module):
     def forward_head(self, feature_map):
         """The global embedding head: flatten (C, H, W) -> dropout -> fc -> features."""
         return self.features(self.fc(self.dropout(torch.flatten(feature_map, 1))))
+
+    def residual_branch_last_bns(self):
+        """The BatchNorm layers that close the residual branches (``randomize_`` scales them down)."""
+        return residual_branch_last_bns(self)
 
     def forward(self, x):
         return self.forward_head(self.forward_features(x))

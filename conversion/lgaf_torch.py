@@ -1,5 +1,5 @@
-"""The LGAF network in plain PyTorch, written from REFERENCE.md section 3 and the project's LGAF
-layout (the team brief): an IResNet backbone and global branch, a multi-head multi-scale local
+"""The LGAF network in plain PyTorch, written from docs/reference.md section 3 (the
+project's LGAF layout): an IResNet backbone and global branch, a multi-head multi-scale local
 branch (MHMS) and the feature-quality fusion (FQA + LGF).
 
 No public implementation exists; this definition is the project's, and the Keras layers in
@@ -18,12 +18,11 @@ torch.Size([1, 512])
 import torch
 from torch import nn
 
-from .iresnet_torch import IRESNET_DEPTHS, IResNet
+from .iresnet_torch import IResNet
 
 FUSION_MODES = ("quality", "add", "local", "global")
 #: (kernel, dilation) per scale: 1x1, 3x3, and a dilated 3x3 equivalent to 5x5.
 DEFAULT_SCALES = ((1, 1), (3, 1), (3, 2))
-LGAF_DEPTHS = (50, 100)
 
 
 class LANet(nn.Module):
@@ -150,20 +149,20 @@ class LGAFNet(IResNet):
     """LGAF: IResNet backbone (+ its head as the global branch), MHMS local branch, fusion.
 
     Args:
-        depth: 50 or 100.
+        depth: 50 or 100 (the registry's ``lgaf_resnet<depth>``; ignored with ``blocks``).
         embedding_size: 512.
         num_heads: heads of the local branch (4).
         fusion: "quality", "add", "local" or "global".
         dropout: dropout before the global ``fc``.
         return_branches: if True, ``forward`` returns (fused, local, global, gamma_local,
             gamma_global).
+        blocks: blocks per stage (keyword only), instead of ``depth``.
     """
 
     def __init__(self, depth=100, embedding_size=512, num_heads=4, fusion="quality", dropout=0.0,
-                 return_branches=False):
-        if depth not in IRESNET_DEPTHS:
-            raise ValueError(f"`depth` must be one of {LGAF_DEPTHS}; got {depth!r}.")
-        super().__init__(depth=depth, embedding_size=embedding_size, dropout=dropout)
+                 return_branches=False, *, blocks=None):
+        super().__init__(depth=depth, embedding_size=embedding_size, dropout=dropout, blocks=blocks,
+                         family="lgaf_resnet")
         self.local_branch = MultiHeadLocal(num_heads, 512, embedding_size)
         self.fusion = FeatureQualityFusion(fusion)
         self.return_branches = return_branches

@@ -1,4 +1,4 @@
-"""The MSConv network (``MSNet``) in plain PyTorch, written from REFERENCE.md section 1.
+"""The MSConv network (``MSNet``) in plain PyTorch, written from docs/reference.md section 1.
 
 A test and verification tool: its ``state_dict`` layout (module names, parameter shapes) is the one
 of the MSConv authors' public repository, so checkpoints trained there load here with
@@ -16,9 +16,11 @@ torch.Size([1, 512])
 import torch
 from torch import nn
 
-#: Blocks per stage. The depth is read from a checkpoint's keys, never from a model name: the
-#: reference's own factory maps its names to depths inconsistently (REFERENCE.md section 1).
-MSNET_DEPTHS = {26: (2, 2, 2, 2), 50: (3, 4, 6, 3), 101: (3, 4, 23, 3)}
+from keras_fr.applications import registry
+
+# Blocks per stage come from the model registry (keras_fr.applications.msconv_resnet records them).
+# The depth is read from a checkpoint's keys, never from a model name: the reference's own factory
+# maps its names to depths inconsistently (docs/reference.md section 1).
 #: (in, mid, out) channels and first-block stride per stage.
 MSNET_STAGES = ((64, 128, 256, 1), (256, 256, 512, 2), (512, 512, 1024, 2), (1024, 1024, 2048, 2))
 
@@ -106,24 +108,25 @@ class MSNet(nn.Module):
     """The MSConv face recognition network (``MSNet``).
 
     Args:
-        depth: 26, 50 or 101.
+        depth: 26, 50 or 101 (the registry's ``msconv_resnet<depth>``; ignored with ``blocks``).
         embedding_size: output dimension of ``classifier`` (512).
+        blocks: blocks per stage (keyword only), instead of ``depth``.
 
     Raises:
         ValueError: for an unknown depth.
     """
 
-    def __init__(self, depth=50, embedding_size=512):
+    def __init__(self, depth=50, embedding_size=512, *, blocks=None):
         super().__init__()
-        if depth not in MSNET_DEPTHS:
-            raise ValueError(f"`depth` must be one of {sorted(MSNET_DEPTHS)}; got {depth!r}.")
-        self.depth = depth
+        if blocks is None:
+            blocks = registry.blocks_for_depth("msconv_resnet", depth)
+        self.depth, self.blocks = depth, tuple(blocks)
         self.basic_conv = nn.Sequential(
             nn.Conv2d(3, 64, 7, stride=2, padding=3, bias=False), nn.BatchNorm2d(64), nn.PReLU()
         )
         self.maxpool = nn.MaxPool2d(3, stride=2, padding=1)
         for index, (blocks, (cin, mid, cout, stride)) in enumerate(
-            zip(MSNET_DEPTHS[depth], MSNET_STAGES), start=1
+            zip(self.blocks, MSNET_STAGES), start=1
         ):
             units = [MSUnit(cin, mid, cout, stride)]
             units += [MSUnit(cout, mid, cout, 1) for _ in range(blocks - 1)]
@@ -138,6 +141,10 @@ class MSNet(nn.Module):
         for index in range(1, 5):
             x = getattr(self, f"stage_{index}")(x)
         return x
+
+    def residual_branch_last_bns(self):
+        """The BatchNorm layers that close the residual branches (``randomize_`` scales them down)."""
+        return residual_branch_last_bns(self)
 
     def forward(self, x):
         return self.classifier(torch.flatten(self.gap(self.forward_features(x)), 1))

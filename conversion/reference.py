@@ -15,23 +15,25 @@ Example:
 >>> out = net(torch.zeros(2, 3, 64, 64))
 """
 
+import importlib
+import inspect
 import math
-import re
 
 import torch
 from torch import nn
 
-from . import iresnet_torch, lgaf_torch, msconv_torch
-
-_NAME = re.compile(r"^(msconv_resnet|iresnet|lgaf_resnet)(\d+)$")
+from keras_fr.applications import registry
 
 
-def build_reference(model_name, embedding_size=512, num_heads=4, fusion="quality", dropout=0.0):
+def build_reference(model_name, embedding_size=None, num_heads=4, fusion="quality", dropout=0.0):
     """The PyTorch reference network for a keras_fr registry name, in eval mode.
 
+    The model registry names the builder (its family's ``reference``) and the block counts; each
+    option is passed only to a reference network that has it (``reference_options``).
+
     Args:
-        model_name: e.g. "msconv_resnet50", "iresnet100", "lgaf_resnet100".
-        embedding_size: output dimension.
+        model_name: a registry or builder name, e.g. "msconv_resnet50", "iresnet100", "LGAFResNet100".
+        embedding_size: output dimension (default: the model's, from the registry).
         num_heads: LGAF local heads.
         fusion: LGAF fusion mode.
         dropout: IResNet/LGAF dropout before ``fc``.
@@ -40,28 +42,30 @@ def build_reference(model_name, embedding_size=512, num_heads=4, fusion="quality
         A ``torch.nn.Module`` in eval mode.
 
     Raises:
-        ValueError: for an unknown name.
+        ValueError: for an unknown name, or a model whose family has no PyTorch reference.
     """
-    match = _NAME.match(str(model_name))
-    if not match:
-        raise ValueError(
-            "`model_name` must look like msconv_resnet26|50|101, iresnet18|34|50|100|200 or "
-            f"lgaf_resnet50|100; got {model_name!r}."
-        )
-    family, depth = match.group(1), int(match.group(2))
-    if family == "msconv_resnet":
-        net = msconv_torch.MSNet(depth, embedding_size)
-    elif family == "iresnet":
-        net = iresnet_torch.IResNet(depth, embedding_size, dropout)
-    else:
-        net = lgaf_torch.LGAFNet(depth, embedding_size, num_heads, fusion, dropout)
-    return net.eval()
+    record = registry.get_record(model_name)
+    fam = registry.family(record.family)
+    if fam.reference is None:
+        raise ValueError(f"`model_name`: {record.name} ({fam.display}) has no PyTorch reference network.")
+    module_name, function = fam.reference.split(":")
+    builder = getattr(importlib.import_module(module_name), function)
+    if embedding_size is None:
+        embedding_size = record.embedding_size
+    given = {"embedding_size": embedding_size, "num_heads": num_heads, "fusion": fusion, "dropout": dropout}
+    options = {k: v for k, v in given.items() if k in fam.reference_options}
+    accepted = inspect.signature(builder).parameters
+    unknown = [k for k in options if k not in accepted]
+    if unknown or "blocks" not in accepted:
+        raise ValueError(f"{fam.reference} does not take {unknown or ['blocks']} (family {fam.name}'s "
+                         "reference_options say it does).")
+    return builder(blocks=record.blocks, **options).eval()
 
 
 def _residual_last_bns(net):
-    if isinstance(net, msconv_torch.MSNet):
-        return msconv_torch.residual_branch_last_bns(net)
-    return iresnet_torch.residual_branch_last_bns(net)
+    """A reference network names the BatchNorm layers closing its residual branches itself."""
+    method = getattr(net, "residual_branch_last_bns", None)
+    return list(method()) if method is not None else []
 
 
 @torch.no_grad()

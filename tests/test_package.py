@@ -67,3 +67,23 @@ def test_count_parameters_excludes_buffers_only():
     model.layers[-1].gamma.trainable = False  # frozen parameters still count
     assert count_parameters(model) == 10
     assert model.count_params() == 14
+
+
+def test_documents_the_code_cites_are_in_the_repository():
+    """Every Markdown document (``*.md``) the code and tests cite must exist in the repository:
+    a citation of a document that only lives outside it (a brief, a shared folder) cannot be read by
+    whoever carries the code on."""
+    import pathlib
+    import re
+
+    repo = pathlib.Path(__file__).resolve().parents[1]
+    cited = re.compile(r"(?<![\w/.-])((?:[\w.-]+/)*[\w.-]+\.md)\b")
+    missing = []
+    for folder in ("keras_fr", "torch_reference", "tests", "scripts", "benchmarks", "examples"):
+        for path in (repo / folder).rglob("*.py"):
+            for name in cited.findall(path.read_text(encoding="utf-8")):
+                if name.startswith(("../", "shared/")) or (repo / name).exists():
+                    continue
+                if not list(repo.glob(f"**/{name}")):
+                    missing.append(f"{path.relative_to(repo)}: {name}")
+    assert not missing, missing

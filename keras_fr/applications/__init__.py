@@ -4,80 +4,15 @@ Every network is also reachable by its registry name (the names used by presets,
 the ``keras-fr`` command): ``keras_fr.applications.get_model("msconv_resnet50", weights=None)``.
 """
 
-import importlib
+from collections.abc import Mapping
 
 from keras_fr._lazy import lazy_namespace
+from keras_fr.applications import registry
+from keras_fr.applications.registry import canonical_name, get_builder  # noqa: F401  (public)
 
-#: Registry name -> (module, builder function). One table for the whole package.
-MODELS = {
-    "msconv_resnet26": ("keras_fr.applications.msconv_resnet", "MSConvResNet26"),
-    "msconv_resnet50": ("keras_fr.applications.msconv_resnet", "MSConvResNet50"),
-    "msconv_resnet101": ("keras_fr.applications.msconv_resnet", "MSConvResNet101"),
-    "iresnet18": ("keras_fr.applications.iresnet", "IResNet18"),
-    "iresnet34": ("keras_fr.applications.iresnet", "IResNet34"),
-    "iresnet50": ("keras_fr.applications.iresnet", "IResNet50"),
-    "iresnet100": ("keras_fr.applications.iresnet", "IResNet100"),
-    "iresnet200": ("keras_fr.applications.iresnet", "IResNet200"),
-    "lgaf_resnet50": ("keras_fr.applications.lgaf_resnet", "LGAFResNet50"),
-    "lgaf_resnet100": ("keras_fr.applications.lgaf_resnet", "LGAFResNet100"),
-    "dlib_resnet": ("keras_fr.applications.dlib_resnet", "DlibResNet"),
-}
-
-
-def _squash(name):
-    return str(name).replace("_", "").replace("-", "").lower()
-
-
-def canonical_name(name):
-    """The registry name of a model given by registry or builder name, in any case.
-
-    ``"MSConvResNet50"``, ``"msconv_resnet50"`` and ``"msconvresnet50"`` all name the same network.
-
-    Args:
-        name: a registry name (``"iresnet50"``) or a builder name (``"IResNet50"``).
-
-    Returns:
-        The registry name, a key of ``MODELS``.
-
-    Raises:
-        ValueError: for an unknown name; the message lists the known ones.
-
-    Example:
-        >>> canonical_name("MSConvResNet50")
-        'msconv_resnet50'
-    """
-    if name in MODELS:
-        return name
-    wanted = _squash(name)
-    for registry_name, (_, fn_name) in MODELS.items():
-        if wanted in (_squash(registry_name), _squash(fn_name)):
-            return registry_name
-    raise ValueError(
-        f"Unknown model {name!r}; known models: {', '.join(sorted(MODELS))} "
-        "(registry names; the builder names, e.g. IResNet50, are accepted too)."
-    )
-
-
-def get_builder(name):
-    """Return the builder function (e.g. ``MSConvResNet50``) for a registry name.
-
-    Args:
-        name: one of ``keras_fr.applications.MODELS`` (e.g. ``"iresnet50"``), or a builder name
-            (``"IResNet50"``); see `canonical_name`.
-
-    Returns:
-        The builder function; calling it builds the network.
-
-    Raises:
-        ValueError: for an unknown name; the message lists the known ones.
-
-    Example:
-        >>> get_builder("iresnet50").__name__
-        'IResNet50'
-    """
-    name = canonical_name(name)
-    module_name, fn_name = MODELS[name]
-    return getattr(importlib.import_module(module_name), fn_name)
+#: Registry name -> (module, builder function name): a read-only view of the model registry
+#: (``keras_fr.applications.registry``), where each family module records its networks.
+MODELS = registry.ModelsView()
 
 
 def get_model(name, **kwargs):
@@ -101,17 +36,38 @@ def get_model(name, **kwargs):
     return get_builder(name)(**kwargs)
 
 
-_PUBLIC = {fn: module for module, fn in MODELS.values()}
-_PUBLIC.update(
-    {
-        "MSConvResNet": "keras_fr.applications.msconv_resnet",
-        "IResNet": "keras_fr.applications.iresnet",
-        "LGAFResNet": "keras_fr.applications.lgaf_resnet",
-        "list_weights": "keras_fr.applications.weights",
-        "preprocess_input": "keras_fr.applications.common",
-        "count_parameters": "keras_fr.applications.common",
-    }
-)
+#: Public names defined in this package's modules, besides every registered builder.
+_EXTRAS = {
+    "list_weights": "keras_fr.applications.weights",
+    "preprocess_input": "keras_fr.applications.common",
+    "count_parameters": "keras_fr.applications.common",
+}
 
-__getattr__, __dir__ = lazy_namespace(__name__, _PUBLIC)
-__all__ = sorted(list(_PUBLIC) + ["MODELS", "canonical_name", "get_builder", "get_model"])
+
+class _PublicNames(Mapping):
+    """Public name -> defining module: the registry's model and family builders plus ``_EXTRAS``,
+    read when a name is first used (so registering the built-in families waits until then)."""
+
+    def _names(self):
+        names = {r.builder: r.module for r in registry.records()}
+        names.update({f.builder: f.module for f in registry.families()})
+        names.update(_EXTRAS)
+        return names
+
+    def __getitem__(self, name):
+        return self._names()[name]
+
+    def __iter__(self):
+        return iter(self._names())
+
+    def __len__(self):
+        return len(self._names())
+
+
+_lazy_getattr, __dir__ = lazy_namespace(__name__, _PublicNames())
+
+
+def __getattr__(name):
+    if name == "__all__":
+        return sorted(list(_PublicNames()) + ["MODELS", "canonical_name", "get_builder", "get_model"])
+    return _lazy_getattr(name)

@@ -11,10 +11,11 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_fr.applications import MODELS, get_model
+from keras_fr.applications import get_model
+from keras_fr.applications import registry
 from keras_fr.applications import weights as weights_registry
 
-#: Face crops are 112x112 RGB, aligned with the ArcFace 5-point template (REFERENCE.md).
+#: Face crops are 112x112 RGB, aligned with the ArcFace 5-point template (docs/reference.md).
 DEFAULT_SIZE = 112
 #: Every network here downsamples by 32 (MSConv) or 16 (IResNet); below this the maps vanish.
 MIN_SIZE = 32
@@ -383,22 +384,7 @@ def load_model_weights(model, weights, model_name, build_full_model=None):
 _HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 _ZIP_MAGIC = b"PK\x03\x04"
 
-#: (number of arrays, number of values) in the ``.weights.h5`` file of each registry model at its
-#: default settings (``include_top=True``, 112x112, 512-d): how a file of another architecture is
-#: named without building every model. Models missing here are built (once per process) when needed;
-#: tests/robustness checks the table against the builders it can afford to build.
-WEIGHTS_FINGERPRINTS = {
-    "iresnet18": (156, 24040320),
-    "iresnet34": (276, 34165184),
-    "iresnet50": (396, 43628992),
-    "iresnet100": (771, 65225792),
-    "iresnet200": (1506, 118969984),
-    "lgaf_resnet50": (558, 58341616),
-    "lgaf_resnet100": (933, 79938416),
-    "msconv_resnet26": (412, 18624769),
-    "msconv_resnet50": (796, 31685057),
-    "msconv_resnet101": (1612, 57590473),
-}
+#: Fingerprints of registry models built here because their record gives none.
 _BUILT_FINGERPRINTS = {}
 
 
@@ -462,20 +448,22 @@ def identify_weights(count, values):
         A sorted list of registry names (empty when nothing matches).
     """
 
-    found = [name for name, fp in WEIGHTS_FINGERPRINTS.items() if fp == (count, values)]
-    for name in MODELS:
-        if name in WEIGHTS_FINGERPRINTS or name in found:
-            continue
-        if name not in _BUILT_FINGERPRINTS:
-            try:
-                built = get_model(name, weights=None)
-            except Exception:  # noqa: BLE001 - a model that cannot be built here cannot match
-                _BUILT_FINGERPRINTS[name] = None
-                continue
-            _BUILT_FINGERPRINTS[name] = _fingerprint([tuple(w.shape) for w in built.weights])
-            del built
-        if _BUILT_FINGERPRINTS[name] == (count, values):
-            found.append(name)
+    found = []
+    for record in registry.records():
+        fingerprint = record.weights_fingerprint
+        if fingerprint is None:
+            # Not recorded: built once per process when needed.
+            if record.name not in _BUILT_FINGERPRINTS:
+                try:
+                    built = get_model(record.name, weights=None)
+                except Exception:  # noqa: BLE001 - a model that cannot be built here cannot match
+                    _BUILT_FINGERPRINTS[record.name] = None
+                    continue
+                _BUILT_FINGERPRINTS[record.name] = _fingerprint([tuple(w.shape) for w in built.weights])
+                del built
+            fingerprint = _BUILT_FINGERPRINTS[record.name]
+        if fingerprint is not None and tuple(fingerprint) == (count, values):
+            found.append(record.name)
     return sorted(found)
 
 

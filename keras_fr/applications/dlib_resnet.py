@@ -31,6 +31,8 @@ from keras import layers
 from keras import ops
 
 from keras_fr.applications import common
+from keras_fr.applications import registry
+from keras_fr.applications import specs
 
 MODEL_NAME = "dlib_resnet"
 #: dlib's fixed input mean (R, G, B), as stored in the released model file.
@@ -264,3 +266,17 @@ def DlibResNet(*, include_top=True, weights="dlib_v1", input_tensor=None, input_
     return common.finish_model(model_inputs, x, head=head if include_top else None, pooling=pooling,
                                name=name, model_name=MODEL_NAME, weights=weights,
                                full_model=lambda: DlibResNet(weights=None))
+
+
+registry.register_family(registry.Family(
+    name="dlib_resnet",
+    display="dlib ResNet (pretrained, CC0)",
+    module=__name__,
+    builder="DlibResNet",
+    # Its weights come from dlib's own .dat file (keras_fr.conversion.dlib_dat), not from PyTorch.
+))
+registry.register_model(registry.ModelRecord(
+    name=MODEL_NAME, builder="DlibResNet", family="dlib_resnet",
+    blocks=tuple(blocks for _, blocks, _ in STAGES), input_spec=specs.DLIB_CHIP_150,
+    embedding_size=EMBEDDING_SIZE, parameters=5614592, weights_fingerprint=(117, 5614592),
+))

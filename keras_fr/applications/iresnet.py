@@ -1,6 +1,6 @@
 """IResNet (insightface ``arcface_torch`` ``iresnet``): the ArcFace backbones, weight for weight.
 
-The network (REFERENCE.md section 2):
+The network (docs/reference.md section 2):
 
 - stem: ``conv1`` 3x3 stride 1 (3 -> 64, no bias) -> ``bn1`` -> ``prelu`` (one slope per channel);
 - ``layer1`` .. ``layer4``: stacks of ``IBasicBlock`` with 64, 128, 256, 512 planes. The first block of
@@ -11,7 +11,7 @@ The network (REFERENCE.md section 2):
 - head: ``bn2`` on the 7x7x512 map -> dropout -> flatten -> ``fc`` (512*7*7 -> embedding) ->
   ``features`` (BatchNorm1d whose scale is frozen at 1).
 
-Layer names follow the project's naming rule (COMMON.md): the Keras name of every layer that owns
+Layer names follow the project's naming rule (keras_fr/conversion/mapping.py): the Keras name of every layer that owns
 weights is the PyTorch module path with "." replaced by "_" (``layer2_0_downsample_1``), so checkpoints
 map mechanically. Convolutions use explicit symmetric zero padding and ``padding="valid"``, which is
 exactly PyTorch's ``padding=1`` for every stride (Keras' ``"same"`` pads asymmetrically at stride 2).
@@ -24,6 +24,8 @@ import keras
 from keras import layers
 
 from keras_fr.applications import common
+from keras_fr.applications import registry
+from keras_fr.applications import specs
 
 #: IBasicBlock counts per stage for each depth (insightface ``iresnet18`` .. ``iresnet200``).
 IRESNET_BLOCKS = {
@@ -316,3 +318,36 @@ for _depth, _fn in ((18, IResNet18), (34, IResNet34), (50, IResNet50), (100, IRe
         input_shape_note=_INPUT_SHAPE_NOTE,
         extra_args=_EXTRA_ARGS,
     ) + _RAISES_AND_EXAMPLE.format(depth=_depth)
+
+
+def is_iresnet_checkpoint(state_dict):
+    """Whether a PyTorch state dict has insightface's IResNet stem and stages (LGAF's too)."""
+    conv1 = state_dict.get("conv1.weight")
+    return conv1 is not None and tuple(conv1.shape) == (64, 3, 3, 3) and "layer1.0.bn1.weight" in state_dict
+
+
+registry.register_family(registry.Family(
+    name="iresnet",
+    display="IResNet (ArcFace)",
+    module=__name__,
+    builder="IResNet",
+    torch_modules=TORCH_MODULES,
+    flatten_inputs={"fc": "bn2.weight"},
+    checkpoint=registry.CheckpointLayout(
+        recognize=is_iresnet_checkpoint,
+        block_key=r"^layer{stage}\.(\d+)\.",
+        embedding_key="fc.weight",
+        head_modules=("fc", "features"),
+        description="an IResNet (conv1, layer1..4, bn2, fc, features)",
+    ),
+    reference="keras_fr.torch_reference.iresnet_torch:IResNet",
+    reference_options=("embedding_size", "dropout"),
+))
+# (depth, parameters as PyTorch counts them, (arrays, values) of the default .weights.h5).
+for _depth, _params, _fingerprint in ((18, 24025600, (156, 24040320)), (34, 34139328, (276, 34165184)),
+                                      (50, 43590848, (396, 43628992)), (100, 65156160, (771, 65225792)),
+                                      (200, 118833920, (1506, 118969984))):
+    registry.register_model(registry.ModelRecord(
+        name=f"iresnet{_depth}", builder=f"IResNet{_depth}", family="iresnet", blocks=IRESNET_BLOCKS[_depth],
+        input_spec=specs.ARCFACE_112, embedding_size=512, parameters=_params, weights_fingerprint=_fingerprint,
+    ))

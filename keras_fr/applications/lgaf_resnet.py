@@ -1,6 +1,6 @@
-"""LGAF networks: Local and Global Feature Attention Fusion on an IResNet backbone (lgaf-paper.md).
+"""LGAF networks: Local and Global Feature Attention Fusion on an IResNet backbone (the LGAF paper; docs/reference.md section 3).
 
-The graph (REFERENCE.md section 3; the team's "LGAF layout"):
+The graph (docs/reference.md section 3):
 
 - backbone: the IResNet body up to ``bn2``, C(x) = (N, 7, 7, 512), built by
   :func:`keras_fr.applications.iresnet.iresnet_backbone` (the same layer names as IResNet);
@@ -14,11 +14,14 @@ Both branches exist in every fusion mode (one checkpoint layout); the mode chang
 The embedding layers (global head, fusion) run in float32 under mixed precision.
 """
 
-import keras
+import re
+
 from keras import layers
 
 from keras_fr.applications import common
 from keras_fr.applications import iresnet
+from keras_fr.applications import registry
+from keras_fr.applications import specs
 from keras_fr.layers.lgaf import FUSION_MODES
 from keras_fr.layers.lgaf import FeatureQualityFusion
 from keras_fr.layers.lgaf import MultiHeadLocal
@@ -166,3 +169,53 @@ for _depth, _fn in ((50, LGAFResNet50), (100, LGAFResNet100)):
         ),
         extra_args=_DOC_EXTRA,
     ) + _DOC_TAIL.format(name=_fn.__name__)
+
+
+_HEAD_KEY = re.compile(r"^local_branch\.heads\.(\d+)\.")
+
+
+def _local_heads(state_dict):
+    return {int(m.group(1)) for k in state_dict for m in [_HEAD_KEY.match(k)] if m}
+
+
+def _is_lgaf_checkpoint(state_dict):
+    """IResNet keys plus the local branch's heads or the fusion's statistics."""
+    return iresnet.is_iresnet_checkpoint(state_dict) and (
+        bool(_local_heads(state_dict)) or any(k.startswith("fusion.") for k in state_dict))
+
+
+def _lgaf_checkpoint_options(state_dict):
+    heads = _local_heads(state_dict)
+    if not heads or heads != set(range(max(heads) + 1)):
+        raise ValueError(f"an LGAF checkpoint whose local heads are {sorted(heads)} (expected "
+                         "local_branch.heads.0 .. heads.{b-1}).")
+    return {"num_heads": len(heads)}
+
+
+registry.register_family(registry.Family(
+    name="lgaf_resnet",
+    display="LGAF",
+    module=__name__,
+    builder="LGAFResNet",
+    torch_modules=TORCH_MODULES,
+    flatten_inputs={"fc": "bn2.weight", "proj_fc": "se.expand.weight"},
+    checkpoint=registry.CheckpointLayout(
+        recognize=_is_lgaf_checkpoint,
+        block_key=r"^layer{stage}\.(\d+)\.",
+        embedding_key="fc.weight",
+        head_modules=("fc", "features", "local_branch", "fusion"),
+        description="an LGAF network (IResNet keys + local_branch.heads.* + fusion.*)",
+        options=_lgaf_checkpoint_options,
+        priority=1,  # its keys contain an IResNet's: tried first
+        filled_from={"iresnet": ("local_branch.", "fusion.")},
+    ),
+    reference="keras_fr.torch_reference.lgaf_torch:LGAFNet",
+    reference_options=("embedding_size", "num_heads", "fusion", "dropout"),
+))
+# (depth, parameters as PyTorch counts them, (arrays, values) of the default .weights.h5).
+for _depth, _params, _fingerprint in ((50, 58299372, (558, 58341616)), (100, 79864684, (933, 79938416))):
+    registry.register_model(registry.ModelRecord(
+        name=f"lgaf_resnet{_depth}", builder=f"LGAFResNet{_depth}", family="lgaf_resnet",
+        blocks=iresnet.IRESNET_BLOCKS[_depth], input_spec=specs.ARCFACE_112, embedding_size=512,
+        parameters=_params, weights_fingerprint=_fingerprint,
+    ))

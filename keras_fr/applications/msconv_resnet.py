@@ -1,6 +1,6 @@
 """MSConvResNet26/50/101: the MSConv paper's ResNet-style face recognition networks (``MSNet``).
 
-One builder, ``MSConvResNet``, builds the reference network (REFERENCE.md section 1) from its block
+One builder, ``MSConvResNet``, builds the reference network (docs/reference.md section 1) from its block
 counts; the public functions only choose them. Every layer that owns weights is named by its PyTorch
 module path with "." replaced by "_" (``stage_2.0.conv2_msconv`` -> ``stage_2_0_conv2_msconv``), so a
 reference checkpoint converts mechanically. Strided layers use explicit symmetric padding and
@@ -10,6 +10,8 @@ reference checkpoint converts mechanically. Strided layers use explicit symmetri
 import keras
 
 from keras_fr.applications import common
+from keras_fr.applications import registry
+from keras_fr.applications import specs
 from keras_fr.applications.common import preprocess_input  # noqa: F401  (re-exported)
 from keras_fr.layers.msconv import (
     BN_EPSILON,
@@ -178,3 +180,34 @@ for _depth, _fn in ((26, MSConvResNet26), (50, MSConvResNet50), (101, MSConvResN
         input_shape_note=_INPUT_SHAPE_NOTE,
         extra_args=_EXTRA_ARGS,
     ) + _RAISES_AND_EXAMPLE.format(depth=_depth)
+
+
+def _is_msconv_checkpoint(state_dict):
+    return "basic_conv.0.weight" in state_dict and any(
+        k.startswith("stage_1.0.conv2_msconv.") for k in state_dict)
+
+
+registry.register_family(registry.Family(
+    name="msconv_resnet",
+    display="MSConv",
+    module=__name__,
+    builder="MSConvResNet",
+    torch_modules=TORCH_MODULES,
+    checkpoint=registry.CheckpointLayout(
+        recognize=_is_msconv_checkpoint,
+        block_key=r"^stage_{stage}\.(\d+)\.",
+        embedding_key="classifier.weight",
+        head_modules=("classifier",),
+        description="an MSConv network (MSNet: basic_conv.*, stage_1..4.*)",
+    ),
+    reference="keras_fr.torch_reference.msconv_torch:MSNet",
+    reference_options=("embedding_size",),
+))
+# (depth, parameters as PyTorch counts them, (arrays, values) of the default .weights.h5).
+for _depth, _params, _fingerprint in ((26, 18554881, (412, 18624769)), (50, 31555201, (796, 31685057)),
+                                      (101, 57320265, (1612, 57590473))):
+    registry.register_model(registry.ModelRecord(
+        name=f"msconv_resnet{_depth}", builder=f"MSConvResNet{_depth}", family="msconv_resnet",
+        blocks=DEPTHS[_depth], input_spec=specs.ARCFACE_112, embedding_size=512, parameters=_params,
+        weights_fingerprint=_fingerprint,
+    ))

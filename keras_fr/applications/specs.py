@@ -17,6 +17,7 @@ import importlib
 
 import numpy as np
 
+from keras_fr.applications import registry
 from keras_fr.preprocessing import align_face, arcface_template, dlib_face_chip
 
 
@@ -84,15 +85,17 @@ DLIB_CHIP_150 = InputSpec(
     description="150x150 RGB dlib face chip (padding 0.25), (x - dlib's RGB mean) / 256",
 )
 
-#: Models whose input differs from the ArcFace 112x112 default.
-_SPECS = {"dlib_resnet": DLIB_CHIP_150}
-
-
 def input_spec(model_name):
-    """The :class:`InputSpec` of a registry model (ArcFace 112x112 unless the model says otherwise).
+    """The :class:`InputSpec` of a registry model (recorded with the model: ``keras_fr.applications.registry``).
+
+    Args:
+        model_name: a registry or builder name.
+
+    Raises:
+        ValueError: for an unknown model.
 
     Example:
         >>> input_spec("dlib_resnet").size
         150
     """
-    return _SPECS.get(model_name, ARCFACE_112)
+    return registry.get_record(model_name).input_spec

@@ -37,6 +37,7 @@ import traceback
 import numpy as np
 
 from keras_fr import evaluation, export, losses, recognition, training
+from keras_fr.applications import registry
 from keras_fr.applications.common import count_parameters as _count_parameters
 from keras_fr.applications.common import preprocess_input
 from keras_fr.applications.weights import list_weights
@@ -54,8 +55,10 @@ EXAMPLES = """examples:
 STAGES = ("recognize", "build", "embed", "save/reload", "export", "fine-tune", "evaluate")
 
 #: (display name, registry name, input size) of the demo's networks.
-FULL_MODELS = (("MSConvResNet50", "msconv_resnet50", 112), ("LGAFResNet100", "lgaf_resnet100", 112))
-QUICK_MODELS = (("MSConvResNet26", "msconv_resnet26", 64),)
+#: The networks the demo builds (registry names) and the input size it builds them at (None: the
+#: model's own, from the registry's input spec; the quick demo uses 64x64 to stay fast).
+FULL_MODELS = (("msconv_resnet50", None), ("lgaf_resnet100", None))
+QUICK_MODELS = (("msconv_resnet26", 64),)
 
 
 class Skip(Exception):
@@ -312,10 +315,12 @@ class _Demo:
 
     # -- stage 1 --------------------------------------------------------------------------------
     def build(self):
-        specs = QUICK_MODELS if self.quick else FULL_MODELS
-        for display, name, size in specs:
+        for name, size in QUICK_MODELS if self.quick else FULL_MODELS:
+            record = registry.get_record(name)
+            display, default_size = record.builder, record.input_spec.size
+            size = size or default_size
             start = time.perf_counter()
-            kwargs = {} if size == 112 else {"input_shape": (size, size, 3)}
+            kwargs = {} if size == default_size else {"input_shape": (size, size, 3)}
             tag, reason = _preset_tag(name)
             weights_note = None
             model = None

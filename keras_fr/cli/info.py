@@ -1,8 +1,8 @@
 """``keras-fr info``: the models, the weights presets and where they stand, and the versions in use.
 
-Parameter counts are listed from a table (building every network takes a minute on a small CPU);
-``keras-fr info --model NAME`` builds that one network and prints its live figures, and the test suite
-checks the table against built models.
+Parameter counts are read from the model registry (``keras_fr.applications.registry``: building
+every network takes minutes on a small CPU); ``keras-fr info --model NAME`` builds that one network and
+prints its live figures, and the test suite checks the recorded counts against built models.
 """
 
 import argparse
@@ -11,32 +11,15 @@ import platform
 
 from keras_fr import __version__
 from keras_fr.applications import count_parameters
-from keras_fr.applications.specs import input_spec
+from keras_fr.applications import registry
 from keras_fr.applications.weights import get_manifest, list_weights
-from keras_fr.cli._common import MODELS, CLIError, add_json_arg, build_model, print_json
+from keras_fr.cli._common import MODELS, add_json_arg, build_model, model_name, print_json
 
 EXAMPLES = """examples:
   keras-fr info                         # models, weights presets (available here?), licenses, versions
   keras-fr info --json                  # the same as JSON
   keras-fr info --model lgaf_resnet100  # build one network: parameters, input and output shapes
 """
-
-#: name -> (parameters as PyTorch counts them, i.e. `keras_fr.applications.count_parameters`: every
-#: weight but BatchNorm / fusion statistics; input size; embedding size; family). Kept as a table
-#: because building all ten networks takes minutes; checked against built models by tests/cli/test_cli.py.
-MODEL_TABLE = {
-    "msconv_resnet26": (18554881, 112, 512, "MSConv"),
-    "msconv_resnet50": (31555201, 112, 512, "MSConv"),
-    "msconv_resnet101": (57320265, 112, 512, "MSConv"),
-    "iresnet18": (24025600, 112, 512, "IResNet (ArcFace)"),
-    "iresnet34": (34139328, 112, 512, "IResNet (ArcFace)"),
-    "iresnet50": (43590848, 112, 512, "IResNet (ArcFace)"),
-    "iresnet100": (65156160, 112, 512, "IResNet (ArcFace)"),
-    "iresnet200": (118833920, 112, 512, "IResNet (ArcFace)"),
-    "lgaf_resnet50": (58299372, 112, 512, "LGAF"),
-    "lgaf_resnet100": (79864684, 112, 512, "LGAF"),
-    "dlib_resnet": (5614592, 150, 128, "dlib ResNet (pretrained, CC0)"),
-}
 
 _PACKAGES = ("keras", "tensorflow", "tensorflow-cpu", "numpy", "h5py", "pillow", "tf2onnx", "onnx",
              "onnxruntime", "ai-edge-litert", "torch", "safetensors")
@@ -68,7 +51,7 @@ def model_rows():
     """One dict per model of the registry: name, builder, family, parameters, sizes.
 
     Returns:
-        A list of dicts with keys `name`, `builder`, `family`, `parameters` (from `MODEL_TABLE`),
+        A list of dicts with keys `name`, `builder`, `family`, `parameters` (from the model registry),
         `input_size` and `embedding_size`.
 
     Example:
@@ -77,18 +60,15 @@ def model_rows():
     ['msconv_resnet26', 'msconv_resnet50']
     """
     rows = []
-    for name, (module, builder) in MODELS.items():
-        spec = input_spec(name)
-        params, size, embedding, family = MODEL_TABLE.get(
-            name, (None, spec.size, spec.embedding_size, "?")
-        )
+    for record in registry.records():
+        size = record.input_spec.size
         rows.append({
-            "name": name,
-            "builder": f"keras_fr.applications.{builder}",
-            "family": family,
-            "parameters": params,
+            "name": record.name,
+            "builder": f"keras_fr.applications.{record.builder}",
+            "family": registry.family(record.family).display,
+            "parameters": record.parameters,
             "input_size": [size, size, 3],
-            "embedding_size": embedding,
+            "embedding_size": record.embedding_size,
         })
     return rows
 
@@ -127,8 +107,9 @@ def register(subparsers):
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--model", choices=sorted(MODELS), default=None,
-                        help="build this model and show its live figures")
+    parser.add_argument("--model", default=None, metavar="NAME",
+                        help="build this model and show its live figures (registry or builder name: "
+                        f"{', '.join(sorted(MODELS))}; MSConvResNet50 and the like accepted)")
     add_json_arg(parser)
     parser.set_defaults(func=run)
 
@@ -168,9 +149,7 @@ def run(args):
     if reason:
         info["weights_note"] = reason
     if args.model:
-        if args.model not in MODELS:
-            raise CLIError(f"unknown model {args.model!r}")
-        info["model"] = _model_details(args.model)
+        info["model"] = _model_details(model_name(args.model))
     if args.json:
         print_json(info)
         return 0

@@ -1,24 +1,32 @@
 """Checkpoint -> keras_fr model (and back), and the numerical check against the PyTorch reference."""
 
-import importlib
 import os
+from collections.abc import Sequence
 
 import numpy as np
 
 from keras_fr._atomic import atomic_path
-from keras_fr.conversion.infer import BUILDERS, ArchSpec, infer_architecture
+from keras_fr.applications import registry
+from keras_fr.conversion.infer import ArchSpec, infer_architecture
 from keras_fr.conversion.mapping import export_state_dict, load_state_dict
 from keras_fr.conversion.readers import CheckpointError, read_checkpoint, write_safetensors
 
-ARCHS = tuple(
-    f"{family}{depth}"
-    for family, depths in (
-        ("msconv_resnet", (26, 50, 101)),
-        ("iresnet", (18, 34, 50, 100, 200)),
-        ("lgaf_resnet", (50, 100)),
-    )
-    for depth in depths
-)
+class _ConvertibleModels(Sequence):
+    """The registry names ``convert_checkpoint`` accepts as ``arch`` (read from the model registry
+    each time, so a family registered later is included)."""
+
+    def __getitem__(self, index):
+        return registry.convertible_models()[index]
+
+    def __len__(self):
+        return len(registry.convertible_models())
+
+    def __repr__(self):
+        return repr(registry.convertible_models())
+
+
+#: Registry names of the networks a PyTorch checkpoint converts into (``arch`` values besides "auto").
+ARCHS = _ConvertibleModels()
 
 
 def build_keras_model(spec, include_top=True, input_shape=None, **kwargs):
@@ -37,8 +45,7 @@ def build_keras_model(spec, include_top=True, input_shape=None, **kwargs):
     Returns:
         A `keras.Model` with randomly initialized weights.
     """
-    module_name, prefix = BUILDERS[spec.family]
-    builder = getattr(importlib.import_module(module_name), f"{prefix}{spec.depth}")
+    builder = registry.get_builder(spec.model_name)
     options = spec.builder_kwargs()
     if not include_top:
         options.pop("embedding_size", None)
@@ -98,15 +105,18 @@ def convert_checkpoint(path, arch="auto", include_top=True, *, input_shape=None,
     state, info = read_checkpoint(path)
     spec = infer_architecture(state)
     allow_missing = {}
-    if arch == f"lgaf_resnet{spec.depth}" and spec.family == "iresnet":
-        # An ArcFace IResNet checkpoint fills an LGAF model's backbone and global branch (same
-        # keys); the local branch and the fusion statistics stay at their initialization.
-        spec = ArchSpec("lgaf_resnet", spec.depth, spec.blocks, spec.embedding_size, None,
-                        spec.has_top)
-        allow_missing[
-            "LGAF local branch and fusion statistics: not in an IResNet checkpoint, left at "
-            "initialization"
-        ] = lambda key: key.startswith(("local_branch.", "fusion."))
+    if arch != "auto" and arch != spec.model_name:
+        wanted = registry.get_record(arch)
+        lacks = registry.family(wanted.family).checkpoint.filled_from.get(spec.family)
+        source_family = registry.family(spec.family)
+        if lacks is not None and tuple(wanted.blocks) == tuple(spec.blocks):
+            # e.g. an ArcFace IResNet checkpoint fills an LGAF model's backbone and global branch
+            # (same keys); the parts it lacks stay at their initialization.
+            spec = ArchSpec(wanted.family, wanted.name, spec.blocks, spec.embedding_size, spec.has_top, {})
+            allow_missing[
+                f"{registry.family(wanted.family).display} {', '.join(p.rstrip('.') for p in lacks)}: "
+                f"not in the {source_family.display} checkpoint, left at initialization"
+            ] = lambda key, lacks=lacks: key.startswith(lacks)
     if arch != "auto" and arch != spec.model_name:
         raise ValueError(
             f"{os.fspath(path)}: `arch` is {arch!r} but the checkpoint's keys describe a "
@@ -198,11 +208,10 @@ def reference_outputs(model_name, state_dict, images, fusion="quality", num_head
     from keras_fr.torch_reference import build_reference
 
     kwargs = {"fusion": fusion}
-    embedding = state_dict.get("fc.weight", state_dict.get("classifier.weight"))
-    if embedding is not None:
-        kwargs["embedding_size"] = int(embedding.shape[0])
-    if num_heads is None and "local_branch.heads.0.proj_fc.weight" in state_dict:
-        num_heads = len({k.split(".")[2] for k in state_dict if k.startswith("local_branch.heads.")})
+    try:
+        kwargs.update(infer_architecture(state_dict).builder_kwargs())
+    except CheckpointError:
+        pass  # not a layout of its own (e.g. a partial state dict): the reference's defaults
     if num_heads is not None:
         kwargs["num_heads"] = num_heads
     net = build_reference(model_name, **kwargs)

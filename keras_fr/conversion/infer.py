@@ -1,36 +1,15 @@
 """Recognize a checkpoint's network (family, depth, embedding size, heads) from its keys and shapes.
 
 File names and model names are never read: the MSConv reference's own factory builds its "ms50"
-with the 101-deep block counts (REFERENCE.md section 1), so only the keys can be trusted.
+with the 101-deep block counts (docs/reference.md section 1), so only the keys can be trusted.
 """
 
 import re
 from collections import Counter
 from dataclasses import dataclass
 
+from keras_fr.applications import registry
 from keras_fr.conversion.readers import CheckpointError
-
-MSCONV_DEPTHS = {(2, 2, 2, 2): 26, (3, 4, 6, 3): 50, (3, 4, 23, 3): 101}
-IRESNET_DEPTHS = {
-    (2, 2, 2, 2): 18,
-    (3, 4, 6, 3): 34,
-    (3, 4, 14, 3): 50,
-    (3, 13, 30, 3): 100,
-    (6, 26, 60, 6): 200,
-}
-LGAF_DEPTHS = (50, 100)
-#: Top-level modules of each family's embedding head (left unused with ``include_top=False``).
-HEAD_MODULES = {
-    "msconv_resnet": ("classifier",),
-    "iresnet": ("fc", "features"),
-    "lgaf_resnet": ("fc", "features", "local_branch", "fusion"),
-}
-#: registry family -> (module, builder name prefix).
-BUILDERS = {
-    "msconv_resnet": ("keras_fr.applications.msconv_resnet", "MSConvResNet"),
-    "iresnet": ("keras_fr.applications.iresnet", "IResNet"),
-    "lgaf_resnet": ("keras_fr.applications.lgaf_resnet", "LGAFResNet"),
-}
 
 
 @dataclass
@@ -38,37 +17,36 @@ class ArchSpec:
     """A network recognized from a state dict.
 
     Attributes:
-        family: "msconv_resnet", "iresnet" or "lgaf_resnet".
-        depth: e.g. 50.
+        family: the registry family, e.g. "msconv_resnet", "iresnet" or "lgaf_resnet".
+        model_name: the registry name of the network, e.g. "iresnet100".
         blocks: blocks per stage found in the keys.
         embedding_size: output dimension (None if the checkpoint has no head).
         num_heads: LGAF local heads (None otherwise).
         has_top: whether the checkpoint holds the embedding head.
+        options: further builder arguments read from the keys (e.g. ``{"num_heads": 4}``).
     """
 
     family: str
-    depth: int
+    model_name: str
     blocks: tuple
     embedding_size: int = None
-    num_heads: int = None
     has_top: bool = True
+    options: dict = None
 
     @property
-    def model_name(self):
-        return f"{self.family}{self.depth}"
+    def num_heads(self):
+        """LGAF's local heads when the keys say (None otherwise)."""
+        return (self.options or {}).get("num_heads")
 
     def builder_kwargs(self):
         """Keyword arguments that make the builder match this checkpoint.
 
         Returns:
-            A dict with `embedding_size` and/or `num_heads`, each only when it
-            is known (not `None`); empty if neither is.
+            A dict with `embedding_size` (when known) and the options read from the keys.
         """
-        kwargs = {}
+        kwargs = dict(self.options or {})
         if self.embedding_size is not None:
             kwargs["embedding_size"] = self.embedding_size
-        if self.num_heads is not None:
-            kwargs["num_heads"] = self.num_heads
         return kwargs
 
     def is_head_key(self, key):
@@ -78,10 +56,10 @@ class ArchSpec:
             key: A PyTorch state-dict key, e.g. `"fc.weight"`.
 
         Returns:
-            `True` if the key's top-level module is one of the family's head
-            modules (see `HEAD_MODULES`), else `False`.
+            `True` if the key's top-level module is one of the family's head modules (the
+            family's ``CheckpointLayout.head_modules`` in the model registry), else `False`.
         """
-        return key.split(".", 1)[0] in HEAD_MODULES[self.family]
+        return key.split(".", 1)[0] in registry.family(self.family).checkpoint.head_modules
 
 
 def _blocks(keys, pattern):
@@ -118,8 +96,16 @@ def describe_keys(state_dict, limit=12):
     return f"{len(state_dict)} tensors; top-level modules: {shown}; first keys: {sample}"
 
 
+def _checkpoint_families():
+    found = [f for f in registry.families() if f.checkpoint is not None]
+    return sorted(found, key=lambda f: -f.checkpoint.priority)
+
+
 def infer_architecture(state_dict):
     """Recognize the keras_fr network a PyTorch state dict belongs to.
+
+    Every family of the model registry with a ``CheckpointLayout`` is asked, in decreasing
+    priority, whether the keys are its own; the block counts found in the keys then name the model.
 
     Args:
         state_dict: PyTorch key -> array (prefixes already stripped).
@@ -137,52 +123,28 @@ def infer_architecture(state_dict):
     >>> spec.model_name
     'iresnet100'
     """
-    keys = list(state_dict)
-
-    def shape(key):
-        value = state_dict.get(key)
-        return None if value is None else tuple(value.shape)
-
-    is_msconv = any(k.startswith("stage_1.0.conv2_msconv.") for k in keys)
-    if "basic_conv.0.weight" in state_dict and is_msconv:
-        blocks = _blocks(keys, r"^stage_{stage}\.(\d+)\.")
-        if blocks not in MSCONV_DEPTHS:
+    families = _checkpoint_families()
+    for fam in families:
+        layout = fam.checkpoint
+        if not layout.recognize(state_dict):
+            continue
+        blocks = _blocks(list(state_dict), layout.block_key)
+        record = registry.record_for_blocks(fam.name, blocks)
+        if record is None:
+            known = ", ".join(f"{r.name}: {r.blocks}" for r in registry.models_of(fam.name))
             raise CheckpointError(
-                f"an MSConv network (MSNet) with blocks per stage {blocks}, which is none of the "
-                f"MSConvResNet depths ({', '.join(f'{d}: {b}' for b, d in MSCONV_DEPTHS.items())})."
+                f"{layout.description} with blocks per stage {blocks}, which is none of the "
+                f"networks keras_fr provides in that family ({known})."
             )
-        top = shape("classifier.weight")
-        return ArchSpec("msconv_resnet", MSCONV_DEPTHS[blocks], blocks,
-                        top[0] if top else None, None, top is not None)
-    conv1 = shape("conv1.weight")
-    if conv1 == (64, 3, 3, 3) and "layer1.0.bn1.weight" in state_dict:
-        blocks = _blocks(keys, r"^layer{stage}\.(\d+)\.")
-        head_key = re.compile(r"^local_branch\.heads\.(\d+)\.")
-        heads = {int(m.group(1)) for k in keys for m in [head_key.match(k)] if m}
-        is_lgaf = heads or any(k.startswith("fusion.") for k in keys)
-        family = "lgaf_resnet" if is_lgaf else "iresnet"
-        depth = IRESNET_DEPTHS.get(blocks)
-        if depth is None or (family == "lgaf_resnet" and depth not in LGAF_DEPTHS):
-            known = IRESNET_DEPTHS if family == "iresnet" else {
-                b: d for b, d in IRESNET_DEPTHS.items() if d in LGAF_DEPTHS}
-            raise CheckpointError(
-                f"an {'LGAF' if family == 'lgaf_resnet' else 'IResNet'} network with blocks per "
-                f"stage {blocks}, which is none of the depths keras_fr provides "
-                f"({', '.join(f'{d}: {b}' for b, d in known.items())})."
-            )
-        fc = shape("fc.weight")
-        embedding = fc[0] if fc else None
-        num_heads = None
-        if family == "lgaf_resnet":
-            if not heads or heads != set(range(max(heads) + 1)):
-                raise CheckpointError(
-                    f"an LGAF checkpoint whose local heads are {sorted(heads)} (expected "
-                    "local_branch.heads.0 .. heads.{b-1})."
-                )
-            num_heads = len(heads)
-        return ArchSpec(family, IRESNET_DEPTHS[blocks], blocks, embedding, num_heads, fc is not None)
+        try:
+            options = layout.options(state_dict) if layout.options else {}
+        except ValueError as exc:
+            raise CheckpointError(str(exc)) from None
+        top = state_dict.get(layout.embedding_key)
+        return ArchSpec(fam.name, record.name, blocks,
+                        int(top.shape[0]) if top is not None else None, top is not None, options)
+    layouts = "; ".join(f.checkpoint.description for f in families)
     raise CheckpointError(
-        "unknown checkpoint layout: not an MSConv network (expects basic_conv.* and "
-        "stage_1..4.*), an IResNet (conv1, layer1..4, bn2, fc, features) or an LGAF network "
-        f"(IResNet keys + local_branch.heads.* + fusion.*). Found {describe_keys(state_dict)}."
+        f"unknown checkpoint layout: none of keras_fr's networks ({layouts}). "
+        f"Found {describe_keys(state_dict)}."
     )

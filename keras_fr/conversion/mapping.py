@@ -44,9 +44,7 @@ from dataclasses import dataclass, field
 import keras
 import numpy as np
 
-from keras_fr.applications import iresnet
-from keras_fr.applications import lgaf_resnet
-from keras_fr.applications import msconv_resnet
+from keras_fr.applications import registry
 from keras_fr.layers.traversal import child_layers
 
 #: Keras weight name -> PyTorch parameter/buffer name, per layer kind.
@@ -61,13 +59,27 @@ _TORCH_NAME = {
     },
     "prelu": {"alpha": "weight"},
 }
-#: Linear layers that follow a flatten of a (C, H, W) map, and where their channel count C is
-#: read: module name -> (relative key of a tensor whose first dimension is C).
-FLATTEN_INPUTS = {"fc": "bn2.weight", "proj_fc": "se.expand.weight"}
-#: Declared PyTorch paths of the top-level layers of the keras_fr networks (each family's own).
-MODEL_TORCH_MODULES = tuple(
-    dict.fromkeys(iresnet.TORCH_MODULES + msconv_resnet.TORCH_MODULES + lgaf_resnet.TORCH_MODULES)
-)
+
+
+def model_torch_modules():
+    """Declared PyTorch paths of the top-level layers of every registered network (each family's
+    ``torch_modules`` in the model registry)."""
+    return tuple(dict.fromkeys(p for fam in registry.families() for p in fam.torch_modules))
+
+
+def flatten_inputs():
+    """Linear layers that follow a flatten of a (C, H, W) map, and where their channel count C is read:
+    module name -> relative key of a tensor whose first dimension is C (the families' ``flatten_inputs``
+    in the model registry). Two families declaring the same module differently is an error."""
+    found = {}
+    for fam in registry.families():
+        for module, key in fam.flatten_inputs.items():
+            if found.setdefault(module, key) != key:
+                raise ValueError(f"families disagree on where the flattened input of {module!r} is read: "
+                                 f"{found[module]!r} vs {key!r} ({fam.name}).")
+    return found
+
+
 _LIST_LIMIT = 25
 
 
@@ -282,9 +294,10 @@ def weight_slots(model):
                 where = f"{type(layer).__name__} {'/'.join(chain)!r}"
                 walk(child, chain + [child.name], path + "." + torch_path(child.name, declared, where))
 
+    templates = model_torch_modules()
     for layer in model.layers:
         if layer.weights:
-            walk(layer, [layer.name], torch_path(layer.name, MODEL_TORCH_MODULES))
+            walk(layer, [layer.name], torch_path(layer.name, templates))
     return slots
 
 
@@ -302,9 +315,10 @@ def flatten_channels(torch_key, shape_of):
         shape_of: callable PyTorch key -> shape tuple or None.
     """
     prefix, module = _module_of(torch_key)
-    if module not in FLATTEN_INPUTS or not torch_key.endswith(".weight"):
+    inputs = flatten_inputs()
+    if module not in inputs or not torch_key.endswith(".weight"):
         return None
-    shape = shape_of(prefix + FLATTEN_INPUTS[module])
+    shape = shape_of(prefix + inputs[module])
     return int(shape[0]) if shape else None
 
 

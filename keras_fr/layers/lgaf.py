@@ -1,4 +1,4 @@
-"""The LGAF paper's building blocks (Local and Global Feature Attention Fusion, lgaf-paper.md Sec. 3).
+"""The LGAF paper's building blocks (Local and Global Feature Attention Fusion, the LGAF paper, Sec. 3).
 
 - :class:`LANet`: spatial attention of one scale's map (Sec. 3.3, Eq. 11).
 - :class:`SqueezeExcite`: channel attention over the concatenated scales (Sec. 3.3, S in Eq. 13).
@@ -9,7 +9,7 @@
   features (Sec. 3.2, Eq. 4-10).
 
 There is no public LGAF code. Where the paper is silent, the sizes and choices are the project's
-(REFERENCE.md section 3 and the "LGAF layout" of the team brief); each is stated where it is used.
+(docs/reference.md section 3); each is stated where it is used.
 Sub-layers are named after their PyTorch module paths with "." -> "_" (``scales_1_0``, ``lanets_2``,
 ``heads_3``), so checkpoints of the project's PyTorch reference map mechanically.
 
@@ -68,7 +68,7 @@ class LANet(layers.Layer):
     Eq. 11 of the LGAF paper writes ``P(w) = w * Phi(Phi(GAP(w)))``. A global average pool would
     make the attention one scalar per channel, which contradicts "spatial attention" and LANet's
     source; the project therefore applies the two 1x1 convolutions to the map itself
-    (REFERENCE.md section 3):
+    (docs/reference.md section 3):
 
     ``a = sigmoid(expand(relu(reduce(x))))``, ``reduce``: 1x1 conv C -> max(1, C // reduction) with
     bias, ``expand``: 1x1 conv -> 1 channel with bias; output ``x * a`` (a broadcast over channels).
@@ -183,7 +183,7 @@ class MultiScaleLocalHead(layers.Layer):
     concatenated on channels, ``se`` (:class:`SqueezeExcite`) weighs them, and the projection F
     flattens (height, width, channels) -> ``proj_fc`` (Dense to ``output_dim``) -> ``proj_bn`` (BN).
     The paper does not give the widths; 128 branch channels and the BN + PReLU per scale are the
-    project's choices (REFERENCE.md section 3).
+    project's choices (docs/reference.md section 3).
 
     Args:
         output_dim: size of this head's local feature (512 / number of heads in LGAF).

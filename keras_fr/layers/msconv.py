@@ -4,7 +4,7 @@ A plug-and-play replacement for a 3x3 convolution: two grouped 3x3 branches with
 extract multi-scale features U1 and U2; their element-wise product (MO, the salient features) drives a
 channel attention c, and the attention weighs their difference (SO, the differential features):
 ``V = (U1 - U2) * c + U2``, followed by a 1x1 projection. The layer reproduces the reference PyTorch
-module ``MSConv(C, stride)`` weight for weight (REFERENCE.md section 1); its sub-layers are named by
+module ``MSConv(C, stride)`` weight for weight (docs/reference.md section 1); its sub-layers are named by
 their PyTorch path (``convs.1.0`` -> ``convs_1_0``) so checkpoints convert mechanically.
 
 Also here: ``PaddedMaxPooling2D`` (PyTorch's max pool, which pads with -inf) and
@@ -55,7 +55,7 @@ def _normalize_strides(strides):
 def _branch_plan(dilation, strides):
     """How one 3x3 branch (symmetric padding ``dilation``) is computed exactly on every backend.
 
-    TensorFlow refuses a convolution with both stride > 1 and dilation > 1 (REFERENCE.md section 5).
+    TensorFlow refuses a convolution with both stride > 1 and dilation > 1 (docs/reference.md section 5).
     Output row ``i`` of PyTorch's strided dilated conv reads padded rows ``s*i + d*k`` (k = 0, 1, 2):
     - ``s == 1`` or ``d == 1``: an ordinary convolution (stride s, dilation d) does it directly;
     - ``d % s == 0``: only every s-th padded row is ever read, so keep those first and run a stride-1
@@ -385,7 +385,7 @@ class PaddedMaxPooling2D(ExportHooks, keras.layers.Layer):
 
     Keras ``padding="same"`` pads asymmetrically at stride 2, and zero padding is wrong when
     activations can be negative (they can, after PReLU). This pads ``padding`` pixels of -inf on every
-    side and pools with ``"valid"``, so a padded position never wins (REFERENCE.md section 5).
+    side and pools with ``"valid"``, so a padded position never wins (docs/reference.md section 5).
 
     Args:
         pool_size: window size (int).

@@ -343,6 +343,11 @@ def test_tflite_and_onnx_export_match_keras(model, tmp_path):
     pytest.importorskip("onnxruntime")
     pytest.importorskip("ai_edge_litert")
     pytest.importorskip("tf2onnx")
+    import sys
+
+    # The export tests' helpers (found on sys.path when tests/export is collected too; added here so
+    # this file also runs on its own).
+    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "export"))
     from test_export_common import (FLOAT32_COS, FLOAT32_REL, assert_builtin_only, keras_out,
                                     parity, run_onnx_file, run_tflite_file)
 

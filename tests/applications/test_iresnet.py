@@ -1,5 +1,5 @@
 """IResNet: parameter counts, structure and names, shapes, errors, and parity with an independent
-PyTorch definition written in this file from REFERENCE.md section 2 (not from the code under test)."""
+PyTorch definition written in this file from docs/reference.md section 2 (not from the code under test)."""
 
 import numpy as np
 import pytest
@@ -245,7 +245,7 @@ def test_mixed_precision_embedding_is_float32(policy):
     assert y.dtype == np.float32 and np.all(np.isfinite(y))
 
 
-# --- parity with an independent PyTorch definition (REFERENCE.md section 2) ---------------------
+# --- parity with an independent PyTorch definition (docs/reference.md section 2) ---------------------
 
 
 def _torch_iresnet(torch, blocks, embedding_size=512):

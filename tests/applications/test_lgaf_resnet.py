@@ -36,7 +36,7 @@ def torch_param_count(model):
 
 
 def local_branch_count(num_heads=4, embedding_size=512, channels=512, branch=128, n_scales=3):
-    """Hand count of the MHMS parameters from the LGAF layout (COMMON.md)."""
+    """Hand count of the MHMS parameters from the LGAF layout (docs/reference.md section 3)."""
     per_scale = (1 + 9 + 9) * channels * branch + 2 * branch * n_scales + branch * n_scales
     lanet = (branch * (branch // 16) + branch // 16 + branch // 16 + 1) * n_scales
     cat = branch * n_scales

@@ -67,7 +67,7 @@ def small_model():
 
 
 def _expected_torch_keys(depths):
-    """The reference state_dict (keys -> PyTorch shapes), written from REFERENCE.md section 1."""
+    """The reference state_dict (keys -> PyTorch shapes), written from docs/reference.md section 1."""
     keys = {}
 
     def conv(prefix, cin, cout, k, groups=1):

@@ -99,12 +99,11 @@ def test_info_text(capsys):
 
 @pytest.mark.parametrize("name", ["msconv_resnet26", "iresnet18"])
 def test_info_parameter_table_matches_built_models(name):
-    from keras_fr.cli._common import build_model
-    from keras_fr.cli.info import MODEL_TABLE
-
     from keras_fr.applications import count_parameters
+    from keras_fr.applications.registry import get_record
+    from keras_fr.cli._common import build_model
 
-    assert MODEL_TABLE[name][0] == count_parameters(build_model(name))
+    assert get_record(name).parameters == count_parameters(build_model(name))
 
 
 @pytest.mark.large
@@ -112,11 +111,11 @@ def test_info_parameter_table_matches_all_built_models():
     import keras
 
     from keras_fr.applications import count_parameters
-    from keras_fr.cli._common import MODELS, build_model
-    from keras_fr.cli.info import MODEL_TABLE
+    from keras_fr.applications.registry import records
+    from keras_fr.cli._common import build_model
 
-    for name in MODELS:
-        assert MODEL_TABLE[name][0] == count_parameters(build_model(name)), name
+    for record in records():
+        assert record.parameters == count_parameters(build_model(record.name)), record.name
         keras.backend.clear_session()
 
 

@@ -7,7 +7,7 @@ import pytest
 
 keras = pytest.importorskip("keras")
 
-from keras_fr.conversion.mapping import MODEL_TORCH_MODULES  # noqa: E402
+from keras_fr.conversion.mapping import model_torch_modules  # noqa: E402
 from keras_fr.conversion.mapping import NameRuleError  # noqa: E402
 from keras_fr.conversion.mapping import export_state_dict  # noqa: E402
 from keras_fr.conversion.mapping import load_state_dict  # noqa: E402
@@ -70,7 +70,7 @@ def test_top_level_names_of_a_family_are_closed():
     # IResNet block must be declared: the generic rule would split it.
     for name in ("stage_1_0_se_0", "layer1_0_se_fc", "se_block"):
         with pytest.raises(NameRuleError, match=name):
-            torch_path(name, MODEL_TORCH_MODULES)
+            torch_path(name, model_torch_modules())
     inputs = keras.Input((4,))
     model = keras.Model(inputs, keras.layers.Dense(2, name="stage_1_0_se_0")(inputs))
     with pytest.raises(NameRuleError, match="stage_1_0_se_0"):
@@ -78,10 +78,10 @@ def test_top_level_names_of_a_family_are_closed():
 
 
 def test_declared_paths_and_the_generic_rule():
-    assert torch_path("stage_2_1_conv2_msconv", MODEL_TORCH_MODULES) == "stage_2.1.conv2_msconv"
-    assert torch_path("basic_conv_0", MODEL_TORCH_MODULES) == "basic_conv.0"
-    assert torch_path("layer3_4_downsample_1", MODEL_TORCH_MODULES) == "layer3.4.downsample.1"
-    assert torch_path("local_branch", MODEL_TORCH_MODULES) == "local_branch"
+    assert torch_path("stage_2_1_conv2_msconv", model_torch_modules()) == "stage_2.1.conv2_msconv"
+    assert torch_path("basic_conv_0", model_torch_modules()) == "basic_conv.0"
+    assert torch_path("layer3_4_downsample_1", model_torch_modules()) == "layer3.4.downsample.1"
+    assert torch_path("local_branch", model_torch_modules()) == "local_branch"
     assert torch_path("fc_d_0", ("fc.{}", "fc_d.{}")) == "fc_d.0"
     assert torch_path("body_0", ()) == "body.0"  # one word and indices: unambiguous
     with pytest.raises(NameRuleError, match="several"):

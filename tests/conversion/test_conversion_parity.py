@@ -191,13 +191,13 @@ def test_export_after_keras_changes(tmp_path, name, size):
 
 @pytest.mark.large
 def test_iresnet_checkpoint_fills_lgaf_backbone_and_global_branch(tmp_path):
-    """COMMON's LGAF layout: an ArcFace IResNet checkpoint fills LGAF's backbone + global branch."""
+    """The LGAF layout (docs/reference.md section 3): an ArcFace IResNet checkpoint fills LGAF's backbone + global branch."""
     net = randomize_(build_reference("iresnet50"), input_size=112, seed=8)
     path = _save(net.state_dict(), tmp_path / "r50.pt", "plain")
     model, report = convert_checkpoint(path, arch="lgaf_resnet50", fusion="global",
                                        return_report=True)
     assert model.name == "lgaf_resnet50" and report.ok
-    (reason,) = [r for r in report.ignored if r.startswith("LGAF local branch")]
+    (reason,) = [r for r in report.ignored if r.startswith("LGAF local_branch")]
     assert any("local_branch" in k for k in report.ignored[reason])
     images = _images(112, seed=9)
     _check_parity(_torch_forward(net, images), np.asarray(model(images, training=False)))

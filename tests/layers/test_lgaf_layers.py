@@ -1,5 +1,5 @@
-"""LGAF layers against independent numpy computations of the paper's equations (lgaf-paper.md
-Sec. 3.2-3.3, REFERENCE.md section 3), plus serialization, state handling and bad arguments."""
+"""LGAF layers against independent numpy computations of the paper's equations (the LGAF paper,
+Sec. 3.2-3.3; docs/reference.md section 3), plus serialization, state handling and bad arguments."""
 
 import numpy as np
 import pytest

@@ -1,4 +1,4 @@
-"""The MSConv layer against an independent computation of the reference block (REFERENCE.md section 1).
+"""The MSConv layer against an independent computation of the reference block (docs/reference.md section 1).
 
 The reference forward is re-implemented here in float64 NumPy from the written description, with a
 direct strided, dilated, grouped convolution (explicit symmetric padding, one multiply-add per kernel
@@ -82,7 +82,7 @@ def torch_conv(x, kernel, stride, dilation, groups, pad):
 
 
 def reference_msconv(x, weights, stride, dilations, groups, squeeze="multiply", conv=numpy_conv):
-    """The reference MSConv forward in inference mode, written from REFERENCE.md section 1."""
+    """The reference MSConv forward in inference mode, written from docs/reference.md section 1."""
 
     def bn(y, p):
         return (y - p["moving_mean"]) / np.sqrt(p["moving_variance"] + 1e-5) * p["gamma"] + p["beta"]

@@ -62,15 +62,16 @@ def test_cli_other_architecture_is_one_line_on_stderr(inputs, tmp_path):
     assert leftovers(tmp_path) == []
 
 
-def test_fingerprint_table_matches_the_builder():
+@pytest.mark.parametrize("name", ["iresnet18", "dlib_resnet"])
+def test_recorded_fingerprint_matches_the_builder(name):
     import numpy as np
 
     from keras_fr.applications import get_model
-    from keras_fr.applications.common import WEIGHTS_FINGERPRINTS
+    from keras_fr.applications.registry import get_record
 
-    model = get_model("iresnet18", weights=None)
+    model = get_model(name, weights=None)
     built = (len(model.weights), int(sum(int(np.prod(w.shape)) for w in model.weights)))
-    assert WEIGHTS_FINGERPRINTS["iresnet18"] == built
+    assert get_record(name).weights_fingerprint == built
 
 
 def _pickle_talk(text):
