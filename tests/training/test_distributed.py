@@ -255,10 +255,14 @@ JAX_CHILD = textwrap.dedent(
     assert keras.backend.backend() == "jax" and jax.device_count() == 2, jax.devices()
     from keras_fr.training.config import load_config
     from keras_fr.training.engine import train
+    import numpy as np
     job = json.loads(sys.argv[1])
     for overrides in job:
         train(load_config(overrides.pop("config"), overrides=overrides), verbose=0, log=None)
         keras.distribution.set_distribution(None)
+    cfg = load_config(sys.argv[2])
+    keras.utils.set_random_seed(cfg.seed)  # the engine's initialization, on JAX's generator
+    np.savez(sys.argv[3], *cfg.model().get_weights())
     """
 )
 
@@ -272,11 +276,14 @@ def test_jax_data_parallel_over_two_devices_matches_one_device(setup):
     ]
     env = _env(XLA_FLAGS="--xla_force_host_platform_device_count=2", JAX_PLATFORMS="cpu")
     env["KERAS_BACKEND"] = "jax"
-    proc = subprocess.run([sys.executable, "-c", JAX_CHILD, json.dumps(job)], capture_output=True, text=True,
-                          env=env, timeout=300)
+    initial = root / "jax_initial.npz"
+    proc = subprocess.run([sys.executable, "-c", JAX_CHILD, json.dumps(job), str(setup["config"]), str(initial)],
+                          capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    with np.load(initial) as saved:
+        jax_initial = [saved[f"arr_{i}"] for i in range(len(saved.files))]
     one = _weights(root / "jax_none" / "backbone.keras")
-    _assert_same(_weights(root / "jax_dp" / "backbone.keras"), one, setup["initial"])
+    _assert_same(_weights(root / "jax_dp" / "backbone.keras"), one, jax_initial)
 
 
 SHARDED_CHILD = textwrap.dedent(
