@@ -1,6 +1,6 @@
 """Distil dlib's 128-d face descriptor into keras_fr's MSConvResNet50 (issue 14), in PyTorch.
 
-Trains the project's PyTorch reference network ``MSNet(depth=50)`` (``conversion/msconv_torch.py``,
+Trains the project's PyTorch reference network ``MSNet(depth=50)`` (``torch_reference/msconv_torch.py``,
 the layout ``keras-fr convert`` maps to Keras with a parity check) so that a learned linear projection
 512 -> 128 of its embedding points the same way as the L2-normalised dlib teacher descriptor.
 The projection is only a training device: the product is the 512-d network, converted afterwards.
@@ -78,7 +78,7 @@ from torch import nn
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
-from conversion.msconv_torch import MSNet  # noqa: E402
+from keras_fr.torch_reference.msconv_torch import MSNet  # noqa: E402
 
 DEFAULT_DATA = REPO.parent / "shared" / "data"
 DEFAULT_CACHE = Path("/work/cache/open_distill")
