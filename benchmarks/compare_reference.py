@@ -1,22 +1,53 @@
-"""Throughput of keras_fr vs the PyTorch reference, with the same converted weights.
+"""keras_fr against the PyTorch reference, side by side in one run (issues 4 and 17).
 
-For MSConvResNet50, IResNet-100 and LGAFResNet100: the PyTorch reference network gets random
-weights (``keras_fr.torch_reference.randomize_``), its state dict is converted into the keras_fr
-model (``keras_fr.conversion.load_state_dict``, strict), the outputs are checked to agree, and both
-are timed at batch 1 and 32 on 112x112 inputs in one run: PyTorch in eval mode under
-``torch.no_grad()`` with ``torch.set_num_threads(<cores>)``; Keras as the best of the eager call and
-a compiled (XLA, TensorFlow backend) call. Prints images/s and the ratio keras_fr / PyTorch, and
-writes ``benchmarks/results/compare_reference.json``.
+For each model (MSConvResNet50, IResNet100, LGAFResNet100 by default), the PyTorch reference network
+(``keras_fr.torch_reference.build_reference``) gets random weights (``randomize_``, seed 0), its
+state dict is converted into the keras_fr model (``keras_fr.conversion.load_state_dict``, strict) and
+the two outputs are checked to agree. Then, with the same weights:
+
+- **batch 1**: PyTorch eager (eval, ``no_grad``, in a child process) against (a) the path ``FaceRecognizer`` and
+  ``keras-fr verify/embed/identify`` take by default (``keras_fr.recognition.runtime``, ``"auto"``:
+  the verified, cached TFLite file, built here into ``--cache-dir``), and (b) plain Keras (the better
+  of the eager call and a ``tf.function(jit_compile=True)`` call);
+- **batch 32**: PyTorch eager against Keras (the better of eager and XLA);
+- **training, batch 32**: one SGD step (momentum 0.9, weight decay 5e-4) of the backbone with an
+  ArcFace head (s=64, m=0.5, ``--num-classes`` identities) on one synthetic batch: Keras
+  ``model.fit`` under the ``mixed_bfloat16`` policy (``FaceTrainingModel`` + ``ArcFaceLoss``, as in
+  ``benchmarks/training.py``) against PyTorch with ``torch.autocast("cpu", bfloat16)`` and
+  channels-last tensors (the reference's best CPU setting). The first ``--warmup`` steps (tracing)
+  are not timed.
+
+PyTorch at batch 1, the batch-32 inference and the training rows each run in a fresh child process
+(so TensorFlow's and torch's thread pools never share the cores), whose peak resident memory
+(``VmHWM``, else ``resource.getrusage(...).ru_maxrss``: imports, model, activations, everything) is
+reported.
+
+Every row also gives the achieved GFLOP/s: the FLOPs per image (one multiply-add = 2 FLOPs) counted
+once per model on the PyTorch reference with ``torch.utils.flop_counter`` (forward for inference,
+forward + backward for training) times images/s. The CPU's peak is measured in the same run by a
+matrix-multiplication microbenchmark (float32: the better of NumPy and torch; bfloat16: torch, which
+uses the AMX/AVX512-BF16 units where the CPU has them), so each row can be read against the hardware.
+
+Ratios are keras_fr / PyTorch (higher is better for keras_fr). The goals of issue 17 are checked per
+row (batch 1: 1.5x for MSConvResNet50 and IResNet100; batch 32: 1.5x for MSConvResNet50, 1.2x for
+IResNet100 and LGAFResNet100; training: 1.0x for MSConvResNet50). Timing is only meaningful on a
+quiet machine; ``--quick`` proves that the script runs (IResNet18, batch 4, one timed iteration).
 
 Usage:
-    python benchmarks/compare_reference.py            # full run (a few minutes on 2 cores)
-    python benchmarks/compare_reference.py --quick    # check it runs: tiny batches, one iteration
+    python benchmarks/compare_reference.py            # full run (needs a quiet machine)
+    python benchmarks/compare_reference.py --quick    # check it runs: small model, small batches
+    python benchmarks/compare_reference.py --models msconv_resnet50 --skip-training
 """
 
 import argparse
+import copy
+import json
 import os
 import pathlib
+import resource
+import subprocess
 import sys
+import tempfile
 import time
 
 import _bench  # noqa: E402  (quiet logs, TensorFlow backend, project root on sys.path: before Keras)
@@ -25,10 +56,27 @@ from _bench import write_json  # noqa: E402
 import numpy as np  # noqa: E402
 
 MODELS = ("msconv_resnet50", "iresnet100", "lgaf_resnet100")
+QUICK_MODELS = ("iresnet18",)
+CHOICES = ("msconv_resnet26", "msconv_resnet50", "msconv_resnet101", "iresnet18", "iresnet34", "iresnet50",
+           "iresnet100", "lgaf_resnet50", "lgaf_resnet100")
 RESULTS = pathlib.Path(__file__).resolve().parent / "results" / "compare_reference.json"
+IMAGE_SIZE = 112
+
+#: Issue 17's goals: (row kind, model) -> the smallest ratio keras_fr / PyTorch that meets it.
+GOALS = {
+    ("b1_runtime", "msconv_resnet50"): 1.5,
+    ("b1_runtime", "iresnet100"): 1.5,
+    ("batch_keras", "msconv_resnet50"): 1.5,
+    ("batch_keras", "iresnet100"): 1.2,
+    ("batch_keras", "lgaf_resnet100"): 1.2,
+    ("train", "msconv_resnet50"): 1.0,
+}
+#: In --quick runs the small models stand in for their family's goal (to show the column works).
+QUICK_STAND_IN = {"msconv_resnet26": "msconv_resnet50", "iresnet18": "iresnet100",
+                  "lgaf_resnet50": "lgaf_resnet100"}
 
 
-def _time(fn, x, iters, warmup):
+def _best_time(fn, x, iters, warmup):
     for _ in range(warmup):
         fn(x)
     best = float("inf")
@@ -39,106 +87,458 @@ def _time(fn, x, iters, warmup):
     return best
 
 
-def _keras_callables(model, jit=True):
-    import keras
+def _maxrss_mb():
+    """Peak resident memory of this process since it started its program, in MiB.
 
-    calls = {"eager": lambda x: np.asarray(model(x, training=False))}
-    if jit and keras.backend.backend() == "tensorflow":
-        import tensorflow as tf
+    Linux's ``VmHWM`` (``/proc/self/status``) starts afresh at ``exec``; ``ru_maxrss`` does not (a
+    child started by a large parent would report the parent's peak), so it is only the fallback.
+    """
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0  # kB
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
 
-        compiled = tf.function(lambda x: model(x, training=False), jit_compile=True)
-        calls["jit"] = lambda x: np.asarray(compiled(x))
-    return calls
+
+def _threads():
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
 
 
-def bench_model(name, batch_sizes, iters, warmup, jit=True):
+def _inputs(batch, seed=0):
+    rng = np.random.default_rng(seed)
+    return np.clip(rng.normal(0, 0.5, (batch, IMAGE_SIZE, IMAGE_SIZE, 3)), -1, 1).astype("float32")
+
+
+# --------------------------------------------------------------------------------------------------
+# The hardware's peak: matrix multiplication
+# --------------------------------------------------------------------------------------------------
+
+
+def matmul_peak(n=2048, seconds=1.0):
+    """Best GFLOP/s of square matmuls: float32 (NumPy and torch) and bfloat16 (torch)."""
     import torch
 
-    from keras_fr.conversion import (
-        build_keras_model,
-        compare_outputs,
-        infer_architecture,
-        load_state_dict,
-    )
+    def rate(fn, flops):
+        fn()  # warm-up (thread pools, packing buffers)
+        best, spent = float("inf"), 0.0
+        while spent < seconds:
+            start = time.perf_counter()
+            fn()
+            took = time.perf_counter() - start
+            best, spent = min(best, took), spent + took
+        return flops / best / 1e9
+
+    flops = 2.0 * n**3
+    rng = np.random.default_rng(0)
+    a, b = rng.standard_normal((n, n), np.float32), rng.standard_normal((n, n), np.float32)
+    ta, tb = torch.from_numpy(a), torch.from_numpy(b)
+    ha, hb = ta.to(torch.bfloat16), tb.to(torch.bfloat16)
+    out = {
+        "n": n,
+        "float32_numpy_gflops": rate(lambda: a @ b, flops),
+        "float32_torch_gflops": rate(lambda: torch.mm(ta, tb), flops),
+        "bfloat16_torch_gflops": rate(lambda: torch.mm(ha, hb), flops),
+    }
+    out["float32_gflops"] = max(out["float32_numpy_gflops"], out["float32_torch_gflops"])
+    out["bfloat16_gflops"] = out["bfloat16_torch_gflops"]
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# FLOPs, counted once per model on the reference network
+# --------------------------------------------------------------------------------------------------
+
+
+def count_flops(net, num_classes):
+    """(forward FLOPs per image, training-step FLOPs per image) of ``net`` at 112x112."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    x = torch.from_numpy(_inputs(2).transpose(0, 3, 1, 2).copy())
+    counter = FlopCounterMode(display=False)
+    with torch.no_grad(), counter:
+        net(x)
+    forward = counter.get_total_flops() / 2
+    head = _ArcFaceHead(_embedding_size(net), num_classes)
+    net.train()  # changes BatchNorm statistics: the caller passes a copy
+    counter = FlopCounterMode(display=False)
+    with counter:
+        loss = head(net(x), torch.zeros(2, dtype=torch.long))
+        loss.backward()
+    net.eval()
+    net.zero_grad(set_to_none=True)
+    return forward, counter.get_total_flops() / 2
+
+
+def _embedding_size(net):
+    import torch
+
+    with torch.no_grad():
+        return int(net(torch.zeros(1, 3, IMAGE_SIZE, IMAGE_SIZE)).shape[-1])
+
+
+class _ArcFaceHead:
+    """ArcFace (s=64, m=0.5) over a normalized weight matrix, as a callable that returns the loss."""
+
+    def __init__(self, dim, classes, s=64.0, m=0.5, seed=0):
+        import torch
+
+        gen = torch.Generator().manual_seed(seed)
+        self.weight = torch.nn.Parameter(torch.randn(classes, dim, generator=gen) * 0.01)
+        self.s, self.m = s, m
+
+    def parameters(self):
+        return [self.weight]
+
+    def __call__(self, emb, labels):
+        import math
+
+        import torch
+        import torch.nn.functional as F
+
+        cos = F.linear(F.normalize(emb.float()), F.normalize(self.weight)).clamp(-1 + 1e-7, 1 - 1e-7)
+        target = cos.gather(1, labels[:, None])
+        theta = torch.acos(target)
+        margin = torch.where(theta + self.m < math.pi, torch.cos(theta + self.m), target)
+        logits = cos.scatter(1, labels[:, None], margin) * self.s
+        return F.cross_entropy(logits, labels)
+
+
+# --------------------------------------------------------------------------------------------------
+# Child processes: one measurement each, with its peak memory
+# --------------------------------------------------------------------------------------------------
+
+
+def _child(job):
+    """Run one job (a dict) in this fresh process; return its result dict."""
+    threads = job["threads"]
+    if job["framework"] == "torch":
+        import torch
+
+        torch.set_num_threads(threads)
+        from keras_fr.torch_reference import build_reference, randomize_
+
+        net = randomize_(build_reference(job["model"]), input_size=IMAGE_SIZE, seed=0)
+        x = torch.from_numpy(_inputs(job["batch"]).transpose(0, 3, 1, 2).copy())
+        if job["kind"] == "infer":
+            def call(inp):
+                with torch.no_grad():
+                    return net(inp)
+
+            seconds = _best_time(call, x, job["iters"], job["warmup"])
+            return {"img_s": job["batch"] / seconds, "mode": "eager", "maxrss_mb": _maxrss_mb()}
+        net.train()
+        net = net.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
+        head = _ArcFaceHead(_embedding_size(net.eval()), job["num_classes"])
+        net.train()
+        labels = torch.from_numpy(np.random.default_rng(0).integers(0, job["num_classes"], job["batch"]))
+        opt = torch.optim.SGD(list(net.parameters()) + head.parameters(), lr=0.02, momentum=0.9,
+                              weight_decay=5e-4)
+
+        def step():
+            opt.zero_grad(set_to_none=True)
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                loss = head(net(x), labels)
+            loss.backward()
+            opt.step()
+            return float(loss)
+
+        for _ in range(job["warmup"]):
+            step()
+        start = time.perf_counter()
+        for _ in range(job["steps"]):
+            loss = step()
+        seconds = (time.perf_counter() - start) / job["steps"]
+        return {"img_s": job["batch"] / seconds, "mode": "bf16 autocast, channels-last",
+                "final_loss": loss, "maxrss_mb": _maxrss_mb()}
+
+    import keras
+
+    from keras_fr.applications import get_model
+
+    if job["kind"] == "infer":
+        model = get_model(job["model"], weights=job["weights"])
+        x = _inputs(job["batch"])
+        times = {"eager": _best_time(lambda v: np.asarray(model(v, training=False)), x, job["iters"], job["warmup"])}
+        if keras.backend.backend() == "tensorflow" and job.get("jit", True):
+            import tensorflow as tf
+
+            compiled = tf.function(lambda v: model(v, training=False), jit_compile=True)
+            times["jit"] = _best_time(lambda v: np.asarray(compiled(v)), x, job["iters"], job["warmup"])
+        mode, seconds = min(times.items(), key=lambda item: item[1])
+        return {"img_s": job["batch"] / seconds, "mode": mode, "maxrss_mb": _maxrss_mb(),
+                "img_s_by_mode": {m: job["batch"] / t for m, t in times.items()}}
+
+    import tensorflow as tf
+
+    from keras_fr.training import FaceTrainingModel
+    from keras_fr.training.losses import ArcFaceLoss
+    from keras_fr.training.recipes import SGDWithL2
+
+    keras.config.set_dtype_policy("mixed_bfloat16")
+    model = FaceTrainingModel(get_model(job["model"]), job["num_classes"])
+    model.compile(optimizer=SGDWithL2(0.02, momentum=0.9, l2=5e-4), loss=ArcFaceLoss())
+    rng = np.random.default_rng(0)
+    x = _inputs(job["batch"])
+    y = rng.integers(0, job["num_classes"], job["batch"]).astype(np.int32)
+    stamps = []
+
+    class Stamp(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            stamps.append((time.perf_counter(), float((logs or {}).get("loss", float("nan")))))
+
+    model.fit(tf.data.Dataset.from_tensors((x, y)).repeat(), epochs=1,
+              steps_per_epoch=job["warmup"] + job["steps"], callbacks=[Stamp()], verbose=0)
+    timed = stamps[job["warmup"] - 1:]
+    seconds = (timed[-1][0] - timed[0][0]) / job["steps"]
+    return {"img_s": job["batch"] / seconds, "mode": "model.fit, mixed_bfloat16", "final_loss": timed[-1][1],
+            "maxrss_mb": _maxrss_mb()}
+
+
+def run_child(job, timeout):
+    """Run ``job`` in a fresh Python process; its result dict, or ``{"failed": reason}``."""
+    cmd = [sys.executable, os.path.abspath(__file__), "--child", json.dumps(job)]
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return {"failed": f"timed out after {timeout} s"}
+    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+    if done.returncode != 0 or not lines:
+        tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        return {"failed": f"exit {done.returncode}: {tail[:200]}"}
+    return json.loads(lines[-1])
+
+
+# --------------------------------------------------------------------------------------------------
+# One model
+# --------------------------------------------------------------------------------------------------
+
+
+def bench_model(name, args, workdir, peak):
+    import torch
+
+    from keras_fr.conversion import build_keras_model, compare_outputs, infer_architecture, load_state_dict
+    from keras_fr.recognition.runtime import file_sha256, prepare_runtime
     from keras_fr.torch_reference import build_reference, randomize_
 
-    net = randomize_(build_reference(name), input_size=112, seed=0)
+    net = randomize_(build_reference(name), input_size=IMAGE_SIZE, seed=0)
     state = {k: v.numpy() for k, v in net.state_dict().items()}
     model = build_keras_model(infer_architecture(state))
     load_state_dict(model, state)
-    rng = np.random.default_rng(0)
-    rows = []
-    calls = _keras_callables(model, jit)
-    for batch in batch_sizes:
-        x = np.clip(rng.normal(0, 0.5, (batch, 112, 112, 3)), -1, 1).astype("float32")
-        xt = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
+    weights = os.path.join(workdir, f"{name}.weights.h5")
+    model.save_weights(weights)
+    flops_fwd, flops_train = count_flops(copy.deepcopy(net), args.num_classes)  # a copy: training mode
 
-        def torch_call(inp):
-            with torch.no_grad():
-                return net(inp)
+    x1 = _inputs(1)
 
-        max_diff, cos = compare_outputs(torch_call(xt).numpy(), calls["eager"](x))
-        n = iters if iters else (5 if batch == 1 else 3)
-        t_torch = _time(torch_call, xt, n, warmup)
-        keras_times = {mode: _time(fn, x, n, warmup) for mode, fn in calls.items()}
-        mode, t_keras = min(keras_times.items(), key=lambda item: item[1])
-        rows.append({
-            "model": name,
-            "batch": batch,
-            "torch_img_s": batch / t_torch,
-            "keras_img_s": batch / t_keras,
-            "keras_mode": mode,
-            "iters": n,
-            "keras_img_s_by_mode": {m: batch / t for m, t in keras_times.items()},
-            "ratio_keras_over_torch": t_torch / t_keras,
-            "max_abs_diff": max_diff,
-            "min_cosine": float(cos.min()),
-        })
+    def torch_call(inp):
+        with torch.no_grad():
+            return net(inp)
+
+    xcheck = _inputs(4, seed=1)
+    max_diff, cos = compare_outputs(torch_call(torch.from_numpy(xcheck.transpose(0, 3, 1, 2).copy())).numpy(),
+                                    np.asarray(model(xcheck, training=False)))
+    iters1 = args.iters or 5
+    # PyTorch at batch 1 runs alone in a child too: in this process TensorFlow's and torch's thread
+    # pools would share the cores.
+    torch_1 = run_child({"framework": "torch", "kind": "infer", "model": name, "batch": 1,
+                         "threads": args.threads, "iters": iters1, "warmup": args.warmup}, args.child_timeout)
+    if "failed" in torch_1:
+        raise RuntimeError(f"{name}: PyTorch at batch 1 failed: {torch_1['failed']}")
+    t_torch1 = 1 / torch_1["img_s"]
+
+    start = time.perf_counter()
+    runtime = prepare_runtime(model, name, file_sha256(weights), "auto", cache_dir=args.cache_dir,
+                              input_size=IMAGE_SIZE)
+    runtime_setup = time.perf_counter() - start
+    t_runtime1 = _best_time(runtime, x1, iters1, args.warmup)
+    keras_times = {"eager": _best_time(lambda v: np.asarray(model(v, training=False)), x1, iters1, args.warmup)}
+    if not args.no_jit:
+        import tensorflow as tf
+
+        compiled = tf.function(lambda v: model(v, training=False), jit_compile=True)
+        keras_times["jit"] = _best_time(lambda v: np.asarray(compiled(v)), x1, iters1, args.warmup)
+    mode1, t_keras1 = min(keras_times.items(), key=lambda item: item[1])
+
+    common = {"model": name, "flops_per_image": flops_fwd, "forward_flops": flops_fwd,
+              "max_abs_diff": float(max_diff), "min_cosine": float(np.min(cos))}
+    rows = [
+        dict(common, kind="b1_runtime", row="batch 1, default runtime", batch=1, keras_img_s=1 / t_runtime1,
+             keras_mode=f"runtime {runtime.name}" + (" (cached)" if runtime.cached else ""),
+             torch_img_s=1 / t_torch1, torch_mode="eager", torch_maxrss_mb=torch_1["maxrss_mb"],
+             runtime_setup_s=runtime_setup,
+             runtime_min_cosine=runtime.min_cosine),
+        dict(common, kind="b1_keras", row="batch 1, keras", batch=1, keras_img_s=1 / t_keras1, keras_mode=mode1,
+             torch_img_s=1 / t_torch1, torch_mode="eager"),
+    ]
+    del runtime
+
+    batch = args.batch
+    job = {"model": name, "batch": batch, "threads": args.threads, "iters": args.iters or 3,
+           "warmup": args.warmup, "weights": weights, "jit": not args.no_jit, "kind": "infer"}
+    keras_b = run_child(dict(job, framework="keras"), args.child_timeout)
+    torch_b = run_child(dict(job, framework="torch"), args.child_timeout)
+    rows.append(_pair_row(common, "batch_keras", f"batch {batch}, keras", batch, keras_b, torch_b))
+    if not args.skip_training:
+        job = dict(job, kind="train", steps=args.steps, warmup=max(1, args.warmup),
+                   num_classes=args.num_classes)
+        keras_t = run_child(dict(job, framework="keras"), args.child_timeout)
+        torch_t = run_child(dict(job, framework="torch"), args.child_timeout)
+        row = _pair_row(dict(common, flops_per_image=flops_train), "train", f"training b{batch}, bf16", batch,
+                        keras_t, torch_t)
+        rows.append(row)
+    for row in rows:
+        _finish_row(row, peak, args.quick)
     return rows
 
 
-def main(argv=None):
+def _pair_row(common, kind, label, batch, keras_r, torch_r):
+    row = dict(common, kind=kind, row=label, batch=batch)
+    for prefix, result in (("keras", keras_r), ("torch", torch_r)):
+        if "failed" in result:
+            row[f"{prefix}_failed"] = result["failed"]
+            continue
+        row[f"{prefix}_img_s"] = result["img_s"]
+        row[f"{prefix}_mode"] = result["mode"]
+        row[f"{prefix}_maxrss_mb"] = result["maxrss_mb"]
+        if "final_loss" in result:
+            row[f"{prefix}_final_loss"] = result["final_loss"]
+    return row
+
+
+def _finish_row(row, peak, quick):
+    k, t = row.get("keras_img_s"), row.get("torch_img_s")
+    row["ratio"] = k / t if k and t else None
+    for prefix in ("keras", "torch"):
+        if row.get(f"{prefix}_img_s"):
+            row[f"{prefix}_gflops"] = row[f"{prefix}_img_s"] * row["flops_per_image"] / 1e9
+    bf16 = row["kind"] == "train"
+    row["peak_gflops"] = peak["bfloat16_gflops" if bf16 else "float32_gflops"]
+    model = QUICK_STAND_IN.get(row["model"], row["model"]) if quick else row["model"]
+    goal = GOALS.get((row["kind"], model))
+    row["goal"] = goal
+    if goal is None:
+        row["goal_status"] = "-"
+    elif row["ratio"] is None:
+        row["goal_status"] = "not measured"
+    else:
+        row["goal_status"] = "met" if row["ratio"] >= goal else "not met"
+
+
+def _fmt(value, spec):
+    """``value`` formatted with ``spec`` (e.g. "12.2f"), or "-" right-aligned to the same width."""
+    if isinstance(value, (int, float)) and value == value:
+        return format(value, spec)
+    return "-".rjust(int(spec.split(".")[0]))
+
+
+def print_table(rows, peak, quick):
+    print()
+    print(f"CPU peak (matmul {peak['n']}x{peak['n']}): float32 {peak['float32_gflops']:.1f} GFLOP/s "
+          f"(NumPy {peak['float32_numpy_gflops']:.1f}, torch {peak['float32_torch_gflops']:.1f}); "
+          f"bfloat16 {peak['bfloat16_gflops']:.1f} GFLOP/s (torch)")
+    if quick:
+        print("--quick: small models and batches, one iteration: proves the script runs; the goals shown "
+              "are their families', not results.")
+    header = (f"{'model':<16}{'row':<26}{'keras img/s':>12}{'torch img/s':>12}{'ratio':>7}{'goal':>6}"
+              f"{'status':>14}{'keras GF/s':>11}{'torch GF/s':>11}{'peak GF/s':>10}{'keras MB':>9}"
+              f"{'torch MB':>9}  keras path")
+    print(header)
+    print("-" * len(header))
+    for r in rows:
+        print(f"{r['model']:<16}{r['row']:<26}{_fmt(r.get('keras_img_s'), '12.2f')}"
+              f"{_fmt(r.get('torch_img_s'), '12.2f')}{_fmt(r.get('ratio'), '7.2f')}"
+              f"{_fmt(r.get('goal'), '6.1f')}{r['goal_status']:>14}{_fmt(r.get('keras_gflops'), '11.1f')}"
+              f"{_fmt(r.get('torch_gflops'), '11.1f')}{_fmt(r.get('peak_gflops'), '10.1f')}"
+              f"{_fmt(r.get('keras_maxrss_mb'), '9.0f')}{_fmt(r.get('torch_maxrss_mb'), '9.0f')}"
+              f"  {r.get('keras_mode', r.get('keras_failed', '-'))}")
+        for prefix in ("keras", "torch"):
+            if f"{prefix}_failed" in r:
+                print(f"    {prefix} failed: {r[prefix + '_failed']}")
+    print()
+    for r in {r["model"]: r for r in rows}.values():
+        print(f"{r['model']}: keras vs PyTorch outputs max |diff| {r['max_abs_diff']:.2e}, min cosine "
+              f"{r['min_cosine']:.6f}; GFLOPs per image {r['forward_flops'] / 1e9:.2f} (forward)")
+
+
+def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="tiny batches, one iteration")
-    parser.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
-    parser.add_argument("--iters", type=int, default=None, help="timed iterations (best of)")
+    parser.add_argument("--quick", action="store_true",
+                        help="check that it runs: IResNet18, batch 4, one timed iteration and step")
+    parser.add_argument("--models", nargs="+", default=None, choices=CHOICES,
+                        help=f"models (default: {' '.join(MODELS)}; --quick: {' '.join(QUICK_MODELS)})")
+    parser.add_argument("--iters", type=int, default=None,
+                        help="timed iterations, best of (default 5 at batch 1, 3 at batch 32)")
+    parser.add_argument("--warmup", type=int, default=None, help="untimed calls/steps first (default 2)")
+    parser.add_argument("--steps", type=int, default=None, help="timed training steps (default 3)")
+    parser.add_argument("--num-classes", type=int, default=1000, help="identities in the ArcFace head")
+    parser.add_argument("--skip-training", action="store_true", help="leave out the training rows")
+    parser.add_argument("--cache-dir", default=None,
+                        help="runtime-file cache (default: a temporary folder, so each run builds "
+                        "and checks its files afresh)")
+    parser.add_argument("--child-timeout", type=int, default=1800, help="seconds per child measurement")
     parser.add_argument("--output", default=str(RESULTS), help="JSON results file")
     parser.add_argument("--no-jit", action="store_true",
                         help="time Keras eagerly only (skips the XLA compilation of each batch size)")
+    parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    args.models = args.models or list(QUICK_MODELS if args.quick else MODELS)
+    args.batch = 4 if args.quick else 32
+    args.iters = args.iters or (1 if args.quick else None)
+    args.warmup = args.warmup if args.warmup is not None else (1 if args.quick else 2)
+    args.steps = args.steps or (1 if args.quick else 3)
+    args.threads = _threads()
+    for key in ("iters", "steps", "num_classes", "child_timeout"):
+        value = getattr(args, key)
+        if value is not None and value < 1:
+            parser.error(f"--{key.replace('_', '-')} must be >= 1; got {value}")
+    if args.warmup < 0:
+        parser.error(f"--warmup must be >= 0; got {args.warmup}")
+    return args
 
+
+def main(argv=None):
+    args = parse_args(argv)
+    if args.child:
+        print(json.dumps(_child(json.loads(args.child))), flush=True)
+        return 0
+    import keras
     import torch
 
-    threads = os.cpu_count() or 1
-    torch.set_num_threads(threads)
-    batch_sizes = (1, 2) if args.quick else (1, 32)
-    # best-of iterations: 5 at batch 1, 3 at batch 32 (a full run stays near 5 minutes on 2 cores)
-    iters = args.iters or (1 if args.quick else None)
-    warmup = 1 if args.quick else 2
-
+    torch.set_num_threads(args.threads)
+    started = time.perf_counter()
+    peak = matmul_peak(1024 if args.quick else 2048, 0.3 if args.quick else 2.0)
     rows = []
-    for name in args.models:
-        rows += bench_model(name, batch_sizes, iters, warmup, jit=not args.no_jit)
-
-    print(f"{'model':<17}{'batch':>6}{'torch img/s':>13}{'keras img/s':>13}{'mode':>7}"
-          f"{'ratio':>8}{'max|diff|':>11}")
-    for r in rows:
-        print(f"{r['model']:<17}{r['batch']:>6}{r['torch_img_s']:>13.2f}{r['keras_img_s']:>13.2f}"
-              f"{r['keras_mode']:>7}{r['ratio_keras_over_torch']:>8.2f}{r['max_abs_diff']:>11.2e}")
-    import keras
-
+    with tempfile.TemporaryDirectory(prefix="compare_reference-") as workdir:
+        if args.cache_dir is None:
+            args.cache_dir = os.path.join(workdir, "runtime-cache")
+        for name in args.models:
+            rows += bench_model(name, args, workdir, peak)
+            print(f"{name}: done ({time.perf_counter() - started:.0f} s so far)", flush=True)
+    print_table(rows, peak, args.quick)
     result = {
-        "command": " ".join([pathlib.Path(sys.argv[0]).name] + (argv or sys.argv[1:])),
+        **_bench.result_header("compare_reference", argv),
         "quick": args.quick,
-        "threads": threads,
+        "threads": args.threads,
         "torch": torch.__version__,
         "keras": keras.__version__,
         "backend": keras.backend.backend(),
-        "iters": iters,
+        "settings": {k: getattr(args, k) for k in ("batch", "iters", "warmup", "steps", "num_classes",
+                                                   "no_jit", "skip_training")},
+        "peak": peak,
+        "goals": [{"kind": k, "model": m, "min_ratio": v} for (k, m), v in GOALS.items()],
         "rows": rows,
+        "seconds": time.perf_counter() - started,
     }
     write_json(args.output, result)
-    print(f"wrote {args.output}")
+    print(f"wrote {args.output} ({result['seconds'] / 60:.1f} min)")
     return 0
 
 
