@@ -7,7 +7,7 @@ With ``--manifest`` it also writes the preset manifest (sha256 of the written fi
 
 Usage:
 
-    python scripts/convert_dlib.py --output weights/dlib_resnet_dlib_v1.weights.h5 \
+    python conversion/convert_dlib.py --output weights/dlib_resnet_dlib_v1.weights.h5 \
         --manifest weights/dlib_resnet_dlib_v1.json
 
 The ``.dat`` comes from the PyPI package ``face_recognition_models`` (CC0), found without importing
@@ -23,7 +23,7 @@ import tempfile
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-COMMAND = ("python scripts/convert_dlib.py --output weights/dlib_resnet_dlib_v1.weights.h5 "
+COMMAND = ("python conversion/convert_dlib.py --output weights/dlib_resnet_dlib_v1.weights.h5 "
            "--manifest weights/dlib_resnet_dlib_v1.json")
 
 
