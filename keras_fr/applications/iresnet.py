@@ -343,11 +343,11 @@ registry.register_family(registry.Family(
     reference="keras_fr.torch_reference.iresnet_torch:IResNet",
     reference_options=("embedding_size", "dropout"),
 ))
-# (depth, parameters as PyTorch counts them, (arrays, values) of the default .weights.h5).
-for _depth, _params, _fingerprint in ((18, 24025600, (156, 24040320)), (34, 34139328, (276, 34165184)),
-                                      (50, 43590848, (396, 43628992)), (100, 65156160, (771, 65225792)),
-                                      (200, 118833920, (1506, 118969984))):
-    registry.register_model(registry.ModelRecord(
-        name=f"iresnet{_depth}", builder=f"IResNet{_depth}", family="iresnet", blocks=IRESNET_BLOCKS[_depth],
-        input_spec=specs.ARCFACE_112, embedding_size=512, parameters=_params, weights_fingerprint=_fingerprint,
-    ))
+# depth: (blocks, parameters as PyTorch counts them, (arrays, values) of the default .weights.h5).
+registry.register_depths("iresnet", "IResNet", {
+    18: (IRESNET_BLOCKS[18], 24025600, (156, 24040320)),
+    34: (IRESNET_BLOCKS[34], 34139328, (276, 34165184)),
+    50: (IRESNET_BLOCKS[50], 43590848, (396, 43628992)),
+    100: (IRESNET_BLOCKS[100], 65156160, (771, 65225792)),
+    200: (IRESNET_BLOCKS[200], 118833920, (1506, 118969984)),
+}, specs.ARCFACE_112)

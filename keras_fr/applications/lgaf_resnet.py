@@ -212,10 +212,8 @@ registry.register_family(registry.Family(
     reference="keras_fr.torch_reference.lgaf_torch:LGAFNet",
     reference_options=("embedding_size", "num_heads", "fusion", "dropout"),
 ))
-# (depth, parameters as PyTorch counts them, (arrays, values) of the default .weights.h5).
-for _depth, _params, _fingerprint in ((50, 58299372, (558, 58341616)), (100, 79864684, (933, 79938416))):
-    registry.register_model(registry.ModelRecord(
-        name=f"lgaf_resnet{_depth}", builder=f"LGAFResNet{_depth}", family="lgaf_resnet",
-        blocks=iresnet.IRESNET_BLOCKS[_depth], input_spec=specs.ARCFACE_112, embedding_size=512,
-        parameters=_params, weights_fingerprint=_fingerprint,
-    ))
+# depth: (blocks, parameters as PyTorch counts them, (arrays, values) of the default .weights.h5).
+registry.register_depths("lgaf_resnet", "LGAFResNet", {
+    50: (iresnet.IRESNET_BLOCKS[50], 58299372, (558, 58341616)),
+    100: (iresnet.IRESNET_BLOCKS[100], 79864684, (933, 79938416)),
+}, specs.ARCFACE_112)

@@ -203,11 +203,9 @@ registry.register_family(registry.Family(
     reference="keras_fr.torch_reference.msconv_torch:MSNet",
     reference_options=("embedding_size",),
 ))
-# (depth, parameters as PyTorch counts them, (arrays, values) of the default .weights.h5).
-for _depth, _params, _fingerprint in ((26, 18554881, (412, 18624769)), (50, 31555201, (796, 31685057)),
-                                      (101, 57320265, (1612, 57590473))):
-    registry.register_model(registry.ModelRecord(
-        name=f"msconv_resnet{_depth}", builder=f"MSConvResNet{_depth}", family="msconv_resnet",
-        blocks=DEPTHS[_depth], input_spec=specs.ARCFACE_112, embedding_size=512, parameters=_params,
-        weights_fingerprint=_fingerprint,
-    ))
+# depth: (blocks, parameters as PyTorch counts them, (arrays, values) of the default .weights.h5).
+registry.register_depths("msconv_resnet", "MSConvResNet", {
+    26: (DEPTHS[26], 18554881, (412, 18624769)),
+    50: (DEPTHS[50], 31555201, (796, 31685057)),
+    101: (DEPTHS[101], 57320265, (1612, 57590473)),
+}, specs.ARCFACE_112)

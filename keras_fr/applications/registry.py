@@ -146,35 +146,52 @@ def _load_builtins():
         _state["loading"] = False
 
 
+def _add(table, entry, kind, cls):
+    """Check and add a record to ``table`` (the same record again is a no-op; another with its name is
+    refused)."""
+    if not isinstance(entry, cls):
+        raise TypeError(f"register_{kind} expects a {cls.__name__}; got {type(entry).__name__}.")
+    if not _NAME.match(entry.name):
+        raise ValueError(f"{kind} name must be lower-case letters, digits and '_'; got {entry.name!r}.")
+    known = table.get(entry.name)
+    if known is not None and known != entry:
+        raise ValueError(f"a {kind} named {entry.name!r} is already registered.")
+    table[entry.name] = entry
+    return entry
+
+
 def register_family(fam):
     """Add a :class:`Family` (the same record again is a no-op; another with its name is refused)."""
-    if not isinstance(fam, Family):
-        raise TypeError(f"register_family expects a Family; got {type(fam).__name__}.")
-    if not _NAME.match(fam.name):
-        raise ValueError(f"family name must be lower-case letters, digits and '_'; got {fam.name!r}.")
-    known = _FAMILIES.get(fam.name)
-    if known is not None and known != fam:
-        raise ValueError(f"a family named {fam.name!r} is already registered (from {known.module}).")
-    _FAMILIES[fam.name] = fam
-    return fam
+    return _add(_FAMILIES, fam, "family", Family)
 
 
 def register_model(record):
     """Add a :class:`ModelRecord` of a registered family (the same record again is a no-op)."""
-    if not isinstance(record, ModelRecord):
-        raise TypeError(f"register_model expects a ModelRecord; got {type(record).__name__}.")
-    if record.family not in _FAMILIES:
-        raise ValueError(f"{record.name!r}: register its family {record.family!r} first.")
-    if not _NAME.match(record.name):
-        raise ValueError(f"model name must be lower-case letters, digits and '_'; got {record.name!r}.")
-    known = _MODELS.get(record.name)
-    if known is not None and known != record:
-        raise ValueError(f"a model named {record.name!r} is already registered.")
-    for other in _MODELS.values():
-        if other.name != record.name and _squash(other.builder) == _squash(record.builder):
-            raise ValueError(f"builder name {record.builder!r} is already used by {other.name!r}.")
-    _MODELS[record.name] = record
-    return record
+    if isinstance(record, ModelRecord):
+        if record.family not in _FAMILIES:
+            raise ValueError(f"{record.name!r}: register its family {record.family!r} first.")
+        for other in _MODELS.values():
+            if other.name != record.name and _squash(other.builder) == _squash(record.builder):
+                raise ValueError(f"builder name {record.builder!r} is already used by {other.name!r}.")
+    return _add(_MODELS, record, "model", ModelRecord)
+
+
+def register_depths(family_name, builder_prefix, depths, input_spec, embedding_size=512):
+    """Register one :class:`ModelRecord` per depth of a family whose models are named
+    ``<family><depth>`` and built by ``<builder_prefix><depth>``.
+
+    Args:
+        family_name: a registered family.
+        builder_prefix: e.g. ``"IResNet"``.
+        depths: ``{depth: (blocks, parameters, weights_fingerprint)}``.
+        input_spec, embedding_size: shared by every depth.
+    """
+    for depth, (blocks, parameters, fingerprint) in depths.items():
+        register_model(ModelRecord(
+            name=f"{family_name}{depth}", builder=f"{builder_prefix}{depth}", family=family_name,
+            blocks=tuple(blocks), input_spec=input_spec, embedding_size=embedding_size,
+            parameters=parameters, weights_fingerprint=fingerprint,
+        ))
 
 
 def unregister_family(name):
@@ -280,18 +297,26 @@ def convertible_models():
 
 
 class ModelsView(Mapping):
-    """Read-only ``registry name -> (module, builder name)`` view of the registry (``MODELS``)."""
+    """Read-only, live ``registry name -> (module, builder name)`` view of the registry (``MODELS``),
+    optionally of the records that pass ``keep(record)`` only; a family registered later is included."""
+
+    def __init__(self, keep=None):
+        self._keep = keep or (lambda record: True)
+
+    def _names(self):
+        return [r.name for r in records() if self._keep(r)]
 
     def __getitem__(self, name):
-        _load_builtins()
+        if name not in self._names():
+            raise KeyError(name)
         record = _MODELS[name]
         return record.module, record.builder
 
     def __iter__(self):
-        return iter(r.name for r in records())
+        return iter(self._names())
 
     def __len__(self):
-        return len(records())
+        return len(self._names())
 
     def __repr__(self):
-        return f"MODELS({', '.join(self)})"
+        return f"ModelsView({', '.join(self)})"

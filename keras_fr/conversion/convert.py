@@ -1,7 +1,6 @@
 """Checkpoint -> keras_fr model (and back), and the numerical check against the PyTorch reference."""
 
 import os
-from collections.abc import Sequence
 
 import numpy as np
 
@@ -11,22 +10,8 @@ from keras_fr.conversion.infer import ArchSpec, infer_architecture
 from keras_fr.conversion.mapping import export_state_dict, load_state_dict
 from keras_fr.conversion.readers import CheckpointError, read_checkpoint, write_safetensors
 
-class _ConvertibleModels(Sequence):
-    """The registry names ``convert_checkpoint`` accepts as ``arch`` (read from the model registry
-    each time, so a family registered later is included)."""
-
-    def __getitem__(self, index):
-        return registry.convertible_models()[index]
-
-    def __len__(self):
-        return len(registry.convertible_models())
-
-    def __repr__(self):
-        return repr(registry.convertible_models())
-
-
 #: Registry names of the networks a PyTorch checkpoint converts into (``arch`` values besides "auto").
-ARCHS = _ConvertibleModels()
+ARCHS = registry.ModelsView(lambda record: registry.family(record.family).checkpoint is not None)
 
 
 def build_keras_model(spec, include_top=True, input_shape=None, **kwargs):
