@@ -54,10 +54,10 @@ PartialFC also carried momentum per sampled row like this, while its later versi
 parameter and leaves the step to the dense optimizer (which moves unsampled rows through momentum and
 weight decay, what this layer avoids).
 
-Scope: one process/replica, TensorFlow backend for training (the tape, the stateless sampler and the
-row scatters are TensorFlow); the layer's full-logit ``call`` is ``keras.ops`` and runs everywhere.
-Sharding the centres over replicas is not implemented yet; see ``docs/partial_fc.md`` for how this
-design extends to it.
+Scope: one replica, TensorFlow backend for training (the tape, the stateless sampler and the row
+scatters are TensorFlow); the layer's full-logit ``call`` is ``keras.ops`` and runs everywhere. The
+centres sharded over the replicas of a ``tf.distribute.MirroredStrategy`` are
+``keras_fr.training.sharded_partial_fc`` (same update rule, ``update_rows``, on each replica's rows).
 """
 
 import math
@@ -84,6 +84,29 @@ def _tf_variable(variable):
     if isinstance(value, tf.Variable):
         return value
     return variable._value  # an autocast scope returned a cast tensor; the variable is underneath
+
+
+def update_rows(kernel, buffer, indices, row_grads, learning_rate, momentum, weight_decay):
+    """The row-wise SGD step of the module docstring on ``tf.Variable``s ``kernel`` and ``buffer``
+    (``None`` without momentum): only the rows ``indices`` are read and written.
+
+    Shared by ``PartialFC.apply_row_update`` and the sharded head
+    (``keras_fr.training.sharded_partial_fc``), which calls it on each replica's own shard.
+    """
+    import tensorflow as tf
+
+    lr = tf.cast(learning_rate, tf.float32)
+    indices = tf.cast(indices, tf.int32)
+    rows = tf.gather(kernel, indices)
+    grads = tf.cast(row_grads, tf.float32)
+    if weight_decay:
+        grads = grads + weight_decay * rows
+    if buffer is not None:
+        velocity = momentum * tf.gather(buffer, indices) + grads
+        buffer.scatter_update(tf.IndexedSlices(velocity, indices))
+    else:
+        velocity = grads
+    kernel.scatter_update(tf.IndexedSlices(rows - lr * velocity, indices))
 
 
 @keras.saving.register_keras_serializable(package="keras_fr")
@@ -238,25 +261,11 @@ class PartialFC(keras.layers.Layer):
 
         Rows outside ``indices`` and their momentum are neither read nor written.
         """
-        import tensorflow as tf
-
         lr = self.learning_rate if learning_rate is None else learning_rate
         if lr is None:
             raise ValueError("PartialFC.apply_row_update needs a learning rate.")
-        lr = tf.cast(lr, tf.float32)
-        indices = tf.cast(indices, tf.int32)
-        kernel = _tf_variable(self.kernel)
-        rows = tf.gather(kernel, indices)
-        grads = tf.cast(row_grads, tf.float32)
-        if self.weight_decay:
-            grads = grads + self.weight_decay * rows
-        if self.momentum_buffer is not None:
-            buffer = _tf_variable(self.momentum_buffer)
-            velocity = self.momentum * tf.gather(buffer, indices) + grads
-            buffer.scatter_update(tf.IndexedSlices(velocity, indices))
-        else:
-            velocity = grads
-        kernel.scatter_update(tf.IndexedSlices(rows - lr * velocity, indices))
+        buffer = None if self.momentum_buffer is None else _tf_variable(self.momentum_buffer)
+        update_rows(_tf_variable(self.kernel), buffer, indices, row_grads, lr, self.momentum, self.weight_decay)
 
     def get_config(self):
         config = super().get_config()

@@ -52,7 +52,8 @@ class TrainConfig:
         precision: ``"float32"``, ``"mixed_float16"`` or ``"mixed_bfloat16"``.
         loss: ``None`` (the recipe's) or ``{"type": "arcface"|"cosface"|"combined", "scale", "margin"}``
             (``combined``: ``m1``, ``m2``, ``m3``).
-        partial_fc: PartialFC sample rate in (0, 1]; 1.0 = the full margin head.
+        partial_fc: PartialFC sample rate in (0, 1]; 1.0 = the full margin head. Below 1.0: strategy
+            ``"none"`` (one replica) or ``"mirrored"`` (the centres sharded over the replicas).
         evaluation: pair sets for ``VerificationCallback``: ``[{"path", "name", "every_n_epochs",
             "flip", "batch_size"}]`` (a plain path is accepted for an entry).
         output: the run's folder (checkpoint, logs, final backbone).
@@ -299,10 +300,11 @@ def check_config(raw, base=None, backend=None):
             f"config field `strategy` must be one of {', '.join(map(repr, strategies))} on the {backend} "
             f"backend; got {cfg.strategy!r}."
         )
-    if cfg.partial_fc < 1 and cfg.strategy != "none":
+    if cfg.partial_fc < 1 and cfg.strategy not in ("none", "mirrored"):
         raise ConfigError(
-            "config field `partial_fc`: a sample rate below 1.0 runs on one replica only (strategy "
-            f"'none'); got strategy {cfg.strategy!r}. Sharding PartialFC over replicas is not done yet."
+            "config field `partial_fc`: a sample rate below 1.0 runs on one device (strategy 'none') or "
+            f"sharded over the local replicas (strategy 'mirrored'); got strategy {cfg.strategy!r}. "
+            "Sharding PartialFC over several workers is not done yet."
         )
     if cfg.partial_fc < 1 and backend != "tensorflow":
         raise ConfigError("config field `partial_fc`: a sample rate below 1.0 trains on TensorFlow only.")

@@ -316,9 +316,17 @@ def _loss(config, recipe):
     return ArcFaceLoss(**args)
 
 
-def _fingerprint(config, source, batch_size, epochs, steps_per_epoch):
-    """What must match for a checkpoint to be resumed (not the strategy or the number of workers)."""
-    return {
+def _sharded_head(config, placement):
+    """Whether the run trains PartialFC with the centres sharded over the replicas (``mirrored``)."""
+    return config.partial_fc < 1 and placement.kind == "mirrored"
+
+
+def _fingerprint(config, source, batch_size, epochs, steps_per_epoch, sharded=False):
+    """What must match for a checkpoint to be resumed (not the strategy or the number of workers; but a
+    sharded PartialFC head, which samples per shard, resumes only as a sharded one: on any number of
+    mirrored replicas)."""
+    extra = {"partial_fc_sharded": True} if sharded else {}
+    return {**extra,
         "model": config.describe()["model"],
         "data": {k: config.data[k] for k in ("type", "path", "image_size", "split_csv", "split", "classes")},
         "num_images": source.num_items,
@@ -558,7 +566,7 @@ def train(config, stop_after_steps=None, verbose=2, log=print):
         recipe = _recipe(config, steps_per_epoch * batch_size, batch_size)
     epochs = recipe.epochs
     total = epochs * steps_per_epoch
-    fingerprint = _fingerprint(config, source, batch_size, epochs, steps_per_epoch)
+    fingerprint = _fingerprint(config, source, batch_size, epochs, steps_per_epoch, _sharded_head(config, placement))
 
     output = config.output
     os.makedirs(output, exist_ok=True)
@@ -583,7 +591,14 @@ def train(config, stop_after_steps=None, verbose=2, log=print):
         # Seeded: the class centres must not depend on how many random draws came before (the
         # synchronized-BatchNormalization copy of the backbone draws some under a strategy).
         head_init = keras.initializers.RandomNormal(stddev=0.01, seed=config.seed)
-        if config.partial_fc < 1:
+        if _sharded_head(config, placement):
+            # The class centres and their momentum sharded over the replicas (sharded_partial_fc.py).
+            from keras_fr.training.sharded_partial_fc import ShardedPartialFCTrainingModel
+
+            model = ShardedPartialFCTrainingModel(backbone, source.num_classes, sample_rate=config.partial_fc,
+                                                  seed=config.seed, augmentation=augmentation,
+                                                  head_initializer=head_init)
+        elif config.partial_fc < 1:
             model = PartialFCTrainingModel(backbone, source.num_classes, sample_rate=config.partial_fc,
                                            seed=config.seed, augmentation=augmentation, head_initializer=head_init)
         else:

@@ -140,7 +140,7 @@ BAD = [
     ('"path": "pairs.csv"', '"path": "missing.csv"', "`evaluation[0].path`"),
     ('"scale": 16.0', '"scale": "big"', "`loss.scale`"),
     ("model=tiny,", "model='resnet9000',", "`model.name`"),
-    ("seed=1,", "seed=1, strategy='mirrored', partial_fc=0.5,", "one replica only"),
+    ("seed=1,", "seed=1, strategy='multiworker', partial_fc=0.5,", "over several workers is not done"),
 ]
 
 
