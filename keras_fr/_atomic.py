@@ -13,6 +13,7 @@ computes for minutes and then fails to write.
 
 import contextlib
 import errno
+import hashlib
 import os
 import signal
 import tempfile
@@ -117,3 +118,13 @@ def check_writable_output(path, argument="--output"):
         raise ValueError(f"{argument} {path!r}: cannot write into {folder!r} ({reason}).") from None
     os.close(fd)
     os.remove(probe)
+
+
+def file_sha256(path):
+    """The sha256 (hex) of a file's bytes, read in 1 MiB blocks: the one hashing of files in keras_fr
+    (weights registry, runtime cache)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

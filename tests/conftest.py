@@ -2,9 +2,16 @@
 
 import os
 import pathlib
+import shutil
+import tempfile
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+# FaceRecognizer caches verified runtime files under $KERAS_FR_CACHE (default ~/.cache/keras_fr): the
+# tests use a folder of their own, shared by the session (and its child processes) and removed after,
+# so a test run never writes into the user's home.
+_TEST_CACHE = tempfile.mkdtemp(prefix="keras_fr_test_cache_")
+os.environ["KERAS_FR_CACHE"] = _TEST_CACHE
 
 import pytest  # noqa: E402
 
@@ -53,3 +60,7 @@ def pytest_configure(config):
 
     if str(REPO_ROOT) not in sys.path:
         sys.path.insert(0, str(REPO_ROOT))
+
+
+def pytest_sessionfinish(session, exitstatus):
+    shutil.rmtree(_TEST_CACHE, ignore_errors=True)

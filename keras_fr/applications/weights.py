@@ -30,13 +30,14 @@ If none applies, the error names the preset, says whether a public file exists, 
 ``keras-fr convert`` command that produces the file.
 """
 
-import hashlib
 import importlib.resources
 import json
 import os
 import re
 import urllib.error
 import urllib.request
+
+from keras_fr._atomic import file_sha256
 
 #: Environment variables read at call time.
 WEIGHTS_DIR_ENV = "KERAS_FR_WEIGHTS_DIR"
@@ -92,14 +93,6 @@ def get_manifest(model_name, tag):
 def _keras_cache_dir():
     home = os.environ.get("KERAS_HOME") or os.path.join(os.path.expanduser("~"), ".keras")
     return os.path.join(home, "models")
-
-
-def _sha256(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _read_sidecar(path):
@@ -191,7 +184,7 @@ def _download(manifest, base_url, cache_dir, expected):
             f"failed: {exc}"
         ) from None
     finally:
-        if os.path.exists(part) and (not os.path.getsize(part) or _sha256(part) != expected):
+        if os.path.exists(part) and (not os.path.getsize(part) or file_sha256(part) != expected):
             os.remove(part)
     target = os.path.join(cache_dir, file)
     os.replace(part, target)
@@ -229,7 +222,7 @@ def get_weights_file(model_name, tag):
 
     shipped = _shipped_file(file)
     if shipped is not None:
-        if published_hash is None or _sha256(shipped) != published_hash:
+        if published_hash is None or file_sha256(shipped) != published_hash:
             raise ValueError(
                 f"the weights file {shipped} shipped with keras_fr does not match the sha256 in the "
                 f"manifest of preset {model_name} {tag!r} ({published_hash or 'none published'}); "
@@ -241,7 +234,7 @@ def get_weights_file(model_name, tag):
     if user_dir:
         candidate = os.path.join(user_dir, file)
         if os.path.isfile(candidate):
-            if published_hash and _sha256(candidate) != published_hash:
+            if published_hash and file_sha256(candidate) != published_hash:
                 raise ValueError(
                     f"{candidate} does not match the published sha256 of preset {model_name} "
                     f"{tag!r} ({published_hash}); the file was left untouched."
@@ -256,7 +249,7 @@ def get_weights_file(model_name, tag):
     sidecar_hash = _read_sidecar(f"{cached}.sha256")
     expected = published_hash or sidecar_hash
     if os.path.isfile(cached):
-        if expected is None or _sha256(cached) == expected:
+        if expected is None or file_sha256(cached) == expected:
             return cached
         os.remove(cached)  # corrupted or outdated cache: fetch it again below
         tried.append(f"the cached {cached} was corrupted and was removed")

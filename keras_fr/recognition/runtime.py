@@ -41,7 +41,7 @@ import tempfile
 import numpy as np
 
 from keras_fr import _quiet
-from keras_fr._atomic import write_text
+from keras_fr._atomic import file_sha256, write_text  # noqa: F401  (file_sha256: public here too)
 
 #: The runtimes a recognizer accepts.
 RUNTIMES = ("auto", "keras", "tflite", "onnx")
@@ -78,15 +78,6 @@ def default_cache_dir():
         base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
         root = os.path.join(base, "keras_fr")
     return os.path.join(root, "runtime")
-
-
-def file_sha256(path):
-    """The sha256 (hex) of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def weights_sha256(model_name, weights):
