@@ -37,7 +37,7 @@ import re
 import urllib.error
 import urllib.request
 
-from keras_fr._atomic import file_sha256
+from keras_fr._atomic import file_sha256, write_text
 
 #: Environment variables read at call time.
 WEIGHTS_DIR_ENV = "KERAS_FR_WEIGHTS_DIR"
@@ -188,10 +188,7 @@ def _download(manifest, base_url, cache_dir, expected):
             os.remove(part)
     target = os.path.join(cache_dir, file)
     os.replace(part, target)
-    sidecar = f"{target}.sha256"
-    with open(f"{sidecar}.tmp", "w", encoding="ascii") as f:
-        f.write(f"{expected}  {file}\n")
-    os.replace(f"{sidecar}.tmp", sidecar)
+    write_text(f"{target}.sha256", f"{expected}  {file}\n", encoding="ascii")
     return target
 
 
