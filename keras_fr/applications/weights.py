@@ -5,9 +5,11 @@ repository's ``weights/`` folder), giving the weights file name, its sha256 and 
 file is published), the source checkpoint and the exact ``keras-fr convert`` command that produced
 it, the license terms, the input specification and metrics labelled by origin.
 
-This project publishes no weights file: every manifest's ``url`` and ``sha256`` are empty, and a
-preset becomes usable when its file is produced locally with ``keras-fr convert`` (from the public
-PyTorch checkpoint, where one exists) or served by a mirror.
+The project ships the files it may redistribute (today dlib's converted recognizer, CC0) beside
+their manifests, with their sha256. The other presets (checkpoints whose licenses keep them out of
+the repository, and keras_fr's own weights until they are published) have an empty ``url`` and, until
+a file exists, an empty ``sha256``: such a preset becomes usable when its file is produced locally with
+``keras-fr convert`` (from the public PyTorch checkpoint, where one exists) or served by a mirror.
 
 ``get_weights_file(model_name, tag)`` resolves a preset in this order:
 
