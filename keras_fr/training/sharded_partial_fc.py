@@ -227,9 +227,7 @@ class ShardedPartialFC(keras.layers.Layer):
                 f"expected an array of shape {(self.num_classes, self.embedding_dim)}; got {value.shape}."
             )
         for component, (start, stop) in zip(_components(variable), self.shards):
-            block = np.zeros((self.shard_size, self.embedding_dim), np.float32)
-            block[: stop - start] = value[start:stop]
-            component.assign(block)
+            component[: stop - start].assign(value[start:stop])  # rows past the shard's end stay zero
 
     def full_kernel(self):
         """The ``(num_classes, D)`` centres, assembled from the shards (numpy)."""

@@ -4,7 +4,8 @@ like the single-replica PartialFC (issue 16).
 One child process (the logical devices must be set up before TensorFlow starts) runs:
 
 - rate 1.0: 4 steps of global batches of 8 on 41 classes (shards of 21 and 20 rows, so one padded
-  row) give the backbone, the centres and their momentum of ``PartialFCTrainingModel`` on one device;
+  row) give the backbone, the centres and their momentum of ``PartialFCTrainingModel`` on one device,
+  and ``predict`` under the strategy gives its full logits;
 - rate 0.3: two steps from a non-zero momentum: each replica's sample holds the positives of its
   shard, rows outside the samples (centres and momentum) are bitwise unchanged, and the sampled rows
   follow the NumPy float64 rule with the gradient of the full head's loss restricted to the sampled
@@ -89,6 +90,9 @@ CHILD = textwrap.dedent(
         "moved_centres": diff([ref.partial_fc.kernel.numpy()], [k0]),
         "iterations": int(model.optimizer.iterations.numpy()),
     }
+    with strategy.scope():  # the full logits, each replica scoring its batch slice against every shard
+        logits = model.predict(x[:8], batch_size=8, verbose=0)
+    out["predict"] = [list(logits.shape), diff([logits], [ref.predict(x[:8], verbose=0)])]
 
     # 2. Rate 0.3: positives kept, only the sampled rows move, and they move by the rule.
     rate, seed, lr, mu, wd = 0.3, 7, 0.1, 0.9, 5e-4
@@ -211,6 +215,8 @@ def test_sharded_partial_fc_trains_like_one_replica(tmp_path):
     assert one["iterations"] == 4
     assert one["moved_backbone"] > 1e-2 and one["moved_centres"] > 1e-2, one  # the comparison can fail
     assert one["backbone"] <= 2e-5 and one["centres"] <= 2e-5 and one["momentum"] <= 1e-4, one
+
+    assert r["predict"][0] == [8, 41] and r["predict"][1] <= 1e-5, r["predict"]
 
     for step in r["sampled"]:
         assert step["sizes"] == step["expected_sizes"], step
