@@ -36,7 +36,9 @@ the true derivative would be infinite).
 What is *not* here, on purpose (keep it in mind when comparing with other implementations):
 
 - insightface's ``interclass_filtering_threshold`` (dropping negative classes with cos above a
-  threshold) and ``PartialFC`` class sampling: every class is used.
+  threshold): every class given is used. Class sampling is not done by the loss:
+  ``keras_fr.layers.PartialFC`` (one replica) and ``keras_fr.training.sharded_partial_fc`` (centres
+  sharded over replicas) sample the classes and give it the sampled logits.
 - the "easy margin" and the ``th``/``mm`` fallback of the older ``ArcFace`` modules (replacing
   ``cos(theta + m)`` by ``cos(theta) - m * sin(m)`` when ``theta + m > pi``): the combined-margin
   reference does neither, so for theta > pi - m the ArcFace target logit is not monotonic in theta,
@@ -47,7 +49,9 @@ What is *not* here, on purpose (keep it in mind when comparing with other implem
   except that the reference ignores m1 and m2 whenever m3 > 0.
 - label -1 means "ignore this sample" (no loss, not counted in the mean). In insightface's PartialFC a
   -1 marks a sample whose class centre lives on another GPU: it still enters the distributed softmax
-  there. On one device the two readings only differ for that sharding case, which is not implemented.
+  there. keras_fr's sharded PartialFC (``keras_fr.training.sharded_partial_fc``) keeps the two apart:
+  it calls ``margin_logits`` with -1 for "target on another shard" and computes the cross-entropy over
+  the shards itself (``sharded_margin_loss``), where a -1 label still means "ignored".
 - labels must lie in [-1, num_classes); other values are not checked inside the graph.
 """
 
