@@ -12,7 +12,8 @@ One child process (the logical devices must be set up before TensorFlow starts) 
   classes;
 - a weights file of the sharded model (the whole matrix) loads into a fresh sharded model;
 - ``keras-fr train``'s engine with ``partial_fc=0.5`` and ``strategy="mirrored"``: a run stopped
-  after 3 of 6 steps and resumed gives the uninterrupted run's weights, and the centres are sharded.
+  after 3 of 6 steps and resumed gives the uninterrupted run's weights; its checkpoint is refused,
+  naming ``partial_fc_sharded``, when the same config is continued on one device.
 """
 
 import json
@@ -165,6 +166,15 @@ CHILD = textwrap.dedent(
                            stop_after_steps=stop, verbose=0, log=None)
             assert result.num_replicas == 2, result
     assert result.finished, result
+    # The sharded run's checkpoint is not continued on one device (another sampling): refused, named.
+    from keras_fr.training.config import ConfigError
+    try:
+        train(load_config(os.path.join(root, "config.py"),
+                          overrides={"output": os.path.join(root, "resumed"), "strategy": "none"}),
+              verbose=0, log=None)
+        print("REFUSED none")
+    except ConfigError as exc:
+        print("REFUSED " + str(exc))
     """
 )
 
@@ -233,5 +243,7 @@ def test_sharded_partial_fc_trains_like_one_replica(tmp_path):
     resumed = keras.saving.load_model(tmp_path / "resumed" / "backbone.keras", compile=False).get_weights()
     for a, b in zip(resumed, full):
         np.testing.assert_allclose(a, b, atol=1e-6, rtol=0)
+    refused = next(ln for ln in proc.stdout.splitlines() if ln.startswith("REFUSED "))
+    assert "partial_fc_sharded" in refused and "different run" in refused, refused
     state = json.loads((tmp_path / "resumed" / "checkpoint" / "state.json").read_text())
     assert state["fingerprint"]["partial_fc_sharded"] is True and state["step"] == 6
