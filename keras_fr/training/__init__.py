@@ -5,6 +5,8 @@ One subpackage for everything that trains a network:
 - ``keras_fr.training.losses``: ArcFace, CosFace and the combined (m1, m2, m3) margin loss;
 - ``keras_fr.training.models``: ``FaceTrainingModel`` (backbone + margin head), ``PartialFCTrainingModel``
   and the robust-training callbacks (``resume_callback``, ``StopOnNaN``, ``training_callbacks``);
+- ``keras_fr.training.sharded_partial_fc``: ``ShardedPartialFCTrainingModel``, PartialFC with the class
+  centres sharded over ``MirroredStrategy`` replicas (TensorFlow; imported on its own, not re-exported);
 - ``keras_fr.training.recipes``: the papers' optimizer/schedule/augmentation settings;
 - ``keras_fr.training.callbacks``: ``VerificationCallback`` (pair accuracy during ``fit``);
 - ``keras_fr.training.distillation``: ``DistillationModel`` (a student taught by a teacher's embeddings).
