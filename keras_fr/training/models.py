@@ -320,6 +320,9 @@ class PartialFCTrainingModel(_BackboneModel):
     >>> model.fit(dataset, epochs=20)
     """
 
+    #: The head layer built by ``__init__`` (``ShardedPartialFCTrainingModel`` puts its own here).
+    head_layer = PartialFC
+
     def __init__(
         self,
         backbone,
@@ -334,7 +337,7 @@ class PartialFCTrainingModel(_BackboneModel):
         **kwargs,
     ):
         super().__init__(backbone, augmentation, **kwargs)
-        self.partial_fc = PartialFC(
+        self.partial_fc = self.head_layer(
             num_classes, sample_rate=sample_rate, seed=seed, momentum=momentum,
             weight_decay=weight_decay, learning_rate=head_learning_rate,
             kernel_initializer=head_initializer, name="partial_fc",

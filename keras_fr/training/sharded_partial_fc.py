@@ -42,7 +42,7 @@ import tensorflow as tf
 
 from keras_fr.layers.partial_fc import update_rows
 from keras_fr.training.losses import CombinedMarginLoss
-from keras_fr.training.models import _BackboneModel, _build_head, _known_input_shape
+from keras_fr.training.models import PartialFCTrainingModel
 
 
 def shard_rows(num_classes, num_shards, shard):
@@ -311,7 +311,7 @@ class ShardedPartialFC(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="keras_fr")
-class ShardedPartialFCTrainingModel(_BackboneModel):
+class ShardedPartialFCTrainingModel(PartialFCTrainingModel):
     """A backbone followed by ``ShardedPartialFC``, for ``model.fit`` under ``MirroredStrategy``.
 
     Create, compile and fit it inside ``strategy.scope()``; the backbone is data-parallel as usual
@@ -326,24 +326,8 @@ class ShardedPartialFCTrainingModel(_BackboneModel):
             model, so weights files are interchangeable).
     """
 
-    def __init__(self, backbone, num_classes, sample_rate=0.1, seed=0, momentum=0.9, weight_decay=5e-4,
-                 head_learning_rate=None, augmentation=None, head_initializer=None, **kwargs):
-        super().__init__(backbone, augmentation, **kwargs)
-        self.partial_fc = ShardedPartialFC(
-            num_classes, sample_rate=sample_rate, seed=seed, momentum=momentum,
-            weight_decay=weight_decay, learning_rate=head_learning_rate,
-            kernel_initializer=head_initializer, name="partial_fc",
-        )
-        self.num_classes = self.partial_fc.num_classes
-        input_shape = _known_input_shape(backbone)
-        if input_shape is not None:
-            self.build(input_shape)
-
-    def build(self, input_shape):
-        _build_head(self, self.partial_fc, input_shape)
-
-    def call(self, inputs, training=None):
-        return self.partial_fc(self._embed(inputs, training))
+    # Built like PartialFCTrainingModel (same arguments and config), with this head layer.
+    head_layer = ShardedPartialFC
 
     def compile(self, optimizer="rmsprop", loss=None, metrics=None, **kwargs):
         if not isinstance(loss, CombinedMarginLoss):
@@ -414,14 +398,3 @@ class ShardedPartialFCTrainingModel(_BackboneModel):
         raise NotImplementedError(
             "ShardedPartialFCTrainingModel trains only; evaluate the backbone (keras_fr.evaluation) instead."
         )
-
-    def get_config(self):
-        config = super().get_config()
-        head = self.partial_fc
-        config.update({
-            "num_classes": self.num_classes, "sample_rate": head.sample_rate, "seed": head.seed,
-            "momentum": head.momentum, "weight_decay": head.weight_decay,
-            "head_learning_rate": head.learning_rate,
-            "head_initializer": keras.initializers.serialize(head.kernel_initializer),
-        })
-        return config
