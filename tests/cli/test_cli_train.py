@@ -96,6 +96,20 @@ def test_train_writes_backbone_logs_and_checkpoint(full_run):
     assert model.output_shape == (None, 16)
 
 
+def test_train_writes_tensorboard_logs(full_run):
+    import tensorflow as tf
+
+    pytest.importorskip("tensorboard")
+    events = sorted((full_run / "tensorboard").rglob("events.out.tfevents.*"))
+    assert events, "no TensorBoard event file"
+    tags = set()
+    for path in events:
+        for record in tf.data.TFRecordDataset(str(path)):
+            event = tf.compat.v1.Event.FromString(record.numpy())
+            tags.update(value.tag for value in event.summary.value)
+    assert "epoch_loss" in tags, sorted(tags)
+
+
 def test_resume_after_interruption_gives_the_same_weights(workdir, full_run, capsys):
     out = workdir / "interrupted"
     assert _train(workdir, "--output", str(out), "--stop-after-steps", "4") == 0
