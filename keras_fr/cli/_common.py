@@ -2,7 +2,6 @@
 
 import argparse
 import json
-import os
 import sys
 
 # CLI model names are the registry names of `keras_fr.applications.MODELS`.

@@ -1,7 +1,6 @@
 """Face detection with dlib (HOG or MMOD CNN) and the 68-point shape predictor."""
 
 import dataclasses
-import os
 
 import numpy as np
 
