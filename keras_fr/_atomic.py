@@ -27,24 +27,38 @@ def _umask():
 
 
 class _TermAsInterrupt:
-    """While active (main thread only), SIGTERM raises KeyboardInterrupt so cleanup code runs."""
+    """While active (main thread only), SIGTERM and SIGINT raise KeyboardInterrupt so cleanup code runs.
+
+    The signal is also remembered: a library running when it arrives (the TFLite converter does) may
+    catch the KeyboardInterrupt and raise an error of its own, or swallow it; either way the block
+    then ends as an interruption (``KeyboardInterrupt``), never as that library's error or as success.
+    """
 
     def __enter__(self):
-        self.previous = None
+        self.previous, self.received = {}, None
         if threading.current_thread() is threading.main_thread():
-            try:
-                self.previous = signal.signal(signal.SIGTERM, self._raise)
-            except (ValueError, OSError):  # not settable here (embedded interpreter)
-                self.previous = None
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                try:
+                    self.previous[signum] = signal.signal(signum, self._raise)
+                except (ValueError, OSError):  # not settable here (embedded interpreter)
+                    pass
         return self
 
-    @staticmethod
-    def _raise(signum, frame):
+    def _raise(self, signum, frame):
+        self.received = signum
         raise KeyboardInterrupt(f"terminated by signal {signum}")
 
-    def __exit__(self, *exc):
-        if self.previous is not None:
-            signal.signal(signal.SIGTERM, self.previous)
+    def check(self):
+        """Raise KeyboardInterrupt if a signal arrived (even one a library swallowed)."""
+        if self.received is not None:
+            raise KeyboardInterrupt(f"terminated by signal {self.received}")
+
+    def __exit__(self, exc_type, exc, tb):
+        for signum, previous in self.previous.items():
+            if previous is not None:
+                signal.signal(signum, previous)
+        if exc_type is not None and not issubclass(exc_type, KeyboardInterrupt):
+            self.check()
         return False
 
 
@@ -71,11 +85,12 @@ def atomic_path(path, suffix=None):
         suffix = "".join(
             part for part in (".weights.h5",) if base.endswith(part)
         ) or os.path.splitext(base)[1]
-    with _TermAsInterrupt():
+    with _TermAsInterrupt() as signals:
         fd, tmp = tempfile.mkstemp(prefix=f".{base}.", suffix=f".tmp{suffix}", dir=folder)
         os.close(fd)
         try:
             yield tmp
+            signals.check()
             if os.path.exists(tmp):
                 with open(tmp, "rb+") as f:
                     os.fsync(f.fileno())

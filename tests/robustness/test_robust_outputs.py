@@ -154,3 +154,25 @@ def test_signal_during_export_leaves_nothing(tmp_path, signum):
     assert leftovers(tmp_path) == [], err
     assert "Traceback" not in err, err
     assert "interrupted" in err
+
+
+@pytest.mark.parametrize("library", ["converts", "swallows"])
+def test_a_signal_a_library_hides_still_ends_as_an_interruption(tmp_path, library):
+    """A converter running when SIGTERM arrives may turn the KeyboardInterrupt into an error of its own
+    (the TFLite converter did: "bad argument to internal function") or swallow it: the write must
+    still end as an interruption, with no file left."""
+    from keras_fr._atomic import atomic_path
+
+    target = tmp_path / "out.bin"
+    with pytest.raises(KeyboardInterrupt):
+        with atomic_path(target) as tmp:
+            with open(tmp, "wb") as f:
+                f.write(b"partial")
+            try:
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(1)  # the handler runs here
+            except KeyboardInterrupt:
+                if library == "converts":
+                    raise RuntimeError("bad argument to internal function") from None
+    assert leftovers(tmp_path) == []
+    assert signal.getsignal(signal.SIGTERM) is not None  # the previous handler is back
