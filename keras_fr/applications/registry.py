@@ -285,17 +285,6 @@ def get_builder(name):
     return getattr(importlib.import_module(record.module), record.builder)
 
 
-def family_builder(name):
-    """The family builder function (e.g. ``IResNet``) of a family name."""
-    fam = family(name)
-    return getattr(importlib.import_module(fam.module), fam.builder)
-
-
-def convertible_models():
-    """Registry names of the models whose family reads PyTorch checkpoints (``keras-fr convert``)."""
-    return tuple(r.name for r in records() if family(r.family).checkpoint is not None)
-
-
 class ModelsView(Mapping):
     """Read-only, live ``registry name -> (module, builder name)`` view of the registry (``MODELS``),
     optionally of the records that pass ``keep(record)`` only; a family registered later is included."""
