@@ -4,7 +4,7 @@ WebFace4M (4.2M images, 206k identities; 10% of WebFace260M) packed as insightfa
 (`train.rec`, `train.idx`, `property`). Same recipe as configs/lgaf_r100_ms1mv2.py: ArcFace s=64
 m=0.4, SGD lr 0.1 x0.1 at epochs 12, 20, 24, AdaFace's batch 512, 26 epochs and augmentations (p=0.2).
 The 206k x 512 class-centre matrix (0.4 GB in float32, 0.8 GB with momentum) still fits one device;
-PartialFC below 1.0 runs on one replica only until sharding over replicas lands (issue 16).
+PartialFC below 1.0 shards the centres over mirrored replicas (not yet over several workers or on JAX).
 
     keras-fr train configs/lgaf_r100_webface4m.py --output runs/lgaf_r100_webface4m
 """
