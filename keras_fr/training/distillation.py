@@ -101,6 +101,8 @@ def _first(outputs):
 
 
 def _known_input_shape(model):
+    """The model's (batch, H, W, C) input shape if it is a built single-input model with a static size,
+    else None (also used by the training models in keras_fr.training.models)."""
     try:
         shape = model.input_shape
     except (AttributeError, ValueError):

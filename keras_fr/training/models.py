@@ -24,12 +24,20 @@ import numpy as np
 
 from keras_fr.layers.margin import MarginHead
 from keras_fr.layers.partial_fc import PartialFC, _tf_variable
+from keras_fr.training.distillation import (  # noqa: F401  (DistillationModel: a re-export)
+    DistillationModel,
+    _known_input_shape,
+)
 from keras_fr.training.losses import CombinedMarginLoss
 
 
 class _BackboneModel(keras.Model):
     """What the training models share: a backbone (images -> embeddings, the first output if several),
-    an optional augmentation applied in training only, and the (de)serialization of both."""
+    an optional augmentation applied in training only, the (de)serialization of both, and a head on
+    the embeddings (``_attach_head``; the subclass names its attribute in ``_head_attribute``)."""
+
+    #: The attribute that holds the head layer (``"margin_head"``, ``"partial_fc"``).
+    _head_attribute = None
 
     def __init__(self, backbone, augmentation=None, **kwargs):
         super().__init__(**kwargs)
@@ -44,6 +52,31 @@ class _BackboneModel(keras.Model):
             )
         self.backbone = backbone
         self.augmentation = augmentation
+
+    def _attach_head(self, head):
+        """Keep ``head`` (under ``_head_attribute``) and its ``num_classes``, and build the model now
+        when the backbone knows its input shape: the weights (and the optimizer's) then exist before
+        fit, which BackupAndRestore needs to restore them at the start of fit."""
+        setattr(self, self._head_attribute, head)
+        self.num_classes = head.num_classes
+        input_shape = _known_input_shape(self.backbone)
+        if input_shape is not None:
+            self.build(input_shape)
+
+    def build(self, input_shape):
+        """Build the head on the shape of the backbone's embedding for ``input_shape`` (no data)."""
+        head = getattr(self, self._head_attribute)
+        if not head.built:
+            embeddings = self.backbone.compute_output_spec(
+                keras.KerasTensor(tuple(input_shape), dtype=self.compute_dtype)
+            )
+            if isinstance(embeddings, (list, tuple)):
+                embeddings = embeddings[0]
+            head.build(tuple(embeddings.shape))
+        self.built = True
+
+    def call(self, inputs, training=None):
+        return getattr(self, self._head_attribute)(self._embed(inputs, training))
 
     def _embed(self, inputs, training):
         x = inputs
@@ -115,23 +148,13 @@ class FaceTrainingModel(_BackboneModel):
     >>> model.backbone.save("backbone.keras")
     """
 
+    _head_attribute = "margin_head"
+
     def __init__(self, backbone, num_classes, augmentation=None, head_initializer=None, **kwargs):
         super().__init__(backbone, augmentation, **kwargs)
-        self.margin_head = MarginHead(
-            num_classes, kernel_initializer=head_initializer, name="margin_head"
+        self._attach_head(
+            MarginHead(num_classes, kernel_initializer=head_initializer, name="margin_head")
         )
-        self.num_classes = self.margin_head.num_classes
-        # Build now when the backbone knows its input shape: the weights (and the optimizer's) then
-        # exist before fit, which BackupAndRestore needs to restore them at the start of fit.
-        input_shape = _known_input_shape(backbone)
-        if input_shape is not None:
-            self.build(input_shape)
-
-    def build(self, input_shape):
-        _build_head(self, self.margin_head, input_shape)
-
-    def call(self, inputs, training=None):
-        return self.margin_head(self._embed(inputs, training))
 
     def get_config(self):
         config = super().get_config()
@@ -144,29 +167,6 @@ class FaceTrainingModel(_BackboneModel):
             }
         )
         return config
-
-
-def _build_head(model, head, input_shape):
-    """Build ``head`` on the shape of ``model.backbone``'s embedding for ``input_shape`` (no data)."""
-    if not head.built:
-        embeddings = model.backbone.compute_output_spec(
-            keras.KerasTensor(tuple(input_shape), dtype=model.compute_dtype)
-        )
-        if isinstance(embeddings, (list, tuple)):
-            embeddings = embeddings[0]
-        head.build(tuple(embeddings.shape))
-    model.built = True
-
-
-def _known_input_shape(backbone):
-    """The backbone's (batch, H, W, C) input shape if it is a built single-input model, else None."""
-    try:
-        shape = backbone.input_shape
-    except (AttributeError, ValueError):
-        return None
-    if not isinstance(shape, tuple) or any(d is None for d in shape[1:]):
-        return None
-    return shape
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -283,7 +283,6 @@ def training_callbacks(backup_dir=None, stop_on_nan=True, extra=(), keep_backup=
         callbacks.append(StopOnNaN())
     callbacks.extend(extra)
     return callbacks
-from keras_fr.training.distillation import DistillationModel  # noqa: E402,F401  (re-export)
 
 
 @keras.saving.register_keras_serializable(package="keras_fr")
@@ -322,6 +321,7 @@ class PartialFCTrainingModel(_BackboneModel):
 
     #: The head layer built by ``__init__`` (``ShardedPartialFCTrainingModel`` puts its own here).
     head_layer = PartialFC
+    _head_attribute = "partial_fc"
 
     def __init__(
         self,
@@ -337,21 +337,11 @@ class PartialFCTrainingModel(_BackboneModel):
         **kwargs,
     ):
         super().__init__(backbone, augmentation, **kwargs)
-        self.partial_fc = self.head_layer(
+        self._attach_head(self.head_layer(
             num_classes, sample_rate=sample_rate, seed=seed, momentum=momentum,
             weight_decay=weight_decay, learning_rate=head_learning_rate,
             kernel_initializer=head_initializer, name="partial_fc",
-        )
-        self.num_classes = self.partial_fc.num_classes
-        input_shape = _known_input_shape(backbone)
-        if input_shape is not None:
-            self.build(input_shape)
-
-    def build(self, input_shape):
-        _build_head(self, self.partial_fc, input_shape)
-
-    def call(self, inputs, training=None):
-        return self.partial_fc(self._embed(inputs, training))
+        ))
 
     def compile(self, optimizer="rmsprop", loss=None, **kwargs):
         if not isinstance(loss, CombinedMarginLoss):
@@ -412,10 +402,6 @@ class PartialFCTrainingModel(_BackboneModel):
             self.optimizer.iterations.assign_add(1)
         self.partial_fc.apply_row_update(indices, row_grads, lr)
         return self.compute_metrics(x, local, logits, sample_weight=sample_weight)
-
-    def embed(self, images, batch_size=64, verbose=0):
-        """Raw (not normalized) embeddings of the backbone, as numpy: ``backbone.predict``."""
-        return self.backbone.predict(images, batch_size=batch_size, verbose=verbose)
 
     def get_config(self):
         config = super().get_config()
