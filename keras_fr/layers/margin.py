@@ -10,6 +10,42 @@ import keras
 from keras import ops
 
 
+def _check_num_classes(num_classes):
+    """``num_classes`` of a class-centre head (``MarginHead``, ``PartialFC``) as an int.
+
+    Raises:
+        ValueError: if it is not a positive integer.
+    """
+    if (
+        isinstance(num_classes, bool)
+        or not isinstance(num_classes, numbers.Integral)
+        or num_classes < 1
+    ):
+        raise ValueError(f"`num_classes` must be a positive integer; got {num_classes!r}.")
+    return int(num_classes)
+
+
+def _centre_initializer(kernel_initializer):
+    """The Keras initializer of the class centres; None gives N(0, 0.01), as insightface's."""
+    if kernel_initializer is None:
+        kernel_initializer = keras.initializers.RandomNormal(mean=0.0, stddev=0.01)
+    return keras.initializers.get(kernel_initializer)
+
+
+def _embedding_dim(owner, input_shape):
+    """The embedding width D of a head's ``(batch, D)`` input shape.
+
+    Raises:
+        ValueError: for another rank or an unknown D (the message names ``owner``).
+    """
+    if len(input_shape) != 2 or input_shape[-1] is None:
+        raise ValueError(
+            f"{owner} expects embeddings of shape (batch, embedding_dim) with a known "
+            f"embedding_dim; got input shape {tuple(input_shape)}."
+        )
+    return int(input_shape[-1])
+
+
 @keras.saving.register_keras_serializable(package="keras_fr")
 class MarginHead(keras.layers.Layer):
     """Cosine logits between L2-normalized embeddings and L2-normalized class centers.
@@ -45,29 +81,17 @@ class MarginHead(keras.layers.Layer):
     """
 
     def __init__(self, num_classes, kernel_initializer=None, epsilon=1e-12, **kwargs):
-        if (
-            isinstance(num_classes, bool)
-            or not isinstance(num_classes, numbers.Integral)
-            or num_classes < 1
-        ):
-            raise ValueError(f"`num_classes` must be a positive integer; got {num_classes!r}.")
+        num_classes = _check_num_classes(num_classes)
         kwargs["dtype"] = "float32"
         super().__init__(**kwargs)
-        self.num_classes = int(num_classes)
+        self.num_classes = num_classes
         self.epsilon = float(epsilon)
-        if kernel_initializer is None:
-            kernel_initializer = keras.initializers.RandomNormal(mean=0.0, stddev=0.01)
-        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        self.kernel_initializer = _centre_initializer(kernel_initializer)
 
     def build(self, input_shape):
-        if len(input_shape) != 2 or input_shape[-1] is None:
-            raise ValueError(
-                "MarginHead expects embeddings of shape (batch, embedding_dim) with a known "
-                f"embedding_dim; got input shape {tuple(input_shape)}."
-            )
         self.kernel = self.add_weight(
             name="kernel",
-            shape=(int(input_shape[-1]), self.num_classes),
+            shape=(_embedding_dim("MarginHead", input_shape), self.num_classes),
             initializer=self.kernel_initializer,
             trainable=True,
             dtype="float32",

@@ -66,6 +66,7 @@ import numbers
 import keras
 from keras import ops
 
+from keras_fr.layers.margin import _centre_initializer, _check_num_classes, _embedding_dim
 
 
 def _check_rate(sample_rate):
@@ -146,12 +147,7 @@ class PartialFC(keras.layers.Layer):
         epsilon=1e-12,
         **kwargs,
     ):
-        if (
-            isinstance(num_classes, bool)
-            or not isinstance(num_classes, numbers.Integral)
-            or num_classes < 1
-        ):
-            raise ValueError(f"`num_classes` must be a positive integer; got {num_classes!r}.")
+        num_classes = _check_num_classes(num_classes)
         if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
             raise ValueError(f"`seed` must be an integer; got {seed!r}.")
         for name, value in (("momentum", momentum), ("weight_decay", weight_decay)):
@@ -165,16 +161,14 @@ class PartialFC(keras.layers.Layer):
             raise ValueError(f"`learning_rate` must be None or a number >= 0; got {learning_rate!r}.")
         kwargs["dtype"] = "float32"
         super().__init__(**kwargs)
-        self.num_classes = int(num_classes)
+        self.num_classes = num_classes
         self.sample_rate = _check_rate(sample_rate)
         self.seed = int(seed)
         self.momentum = float(momentum)
         self.weight_decay = float(weight_decay)
         self.learning_rate = None if learning_rate is None else float(learning_rate)
         self.epsilon = float(epsilon)
-        if kernel_initializer is None:
-            kernel_initializer = keras.initializers.RandomNormal(mean=0.0, stddev=0.01)
-        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        self.kernel_initializer = _centre_initializer(kernel_initializer)
 
     @property
     def num_sampled(self):
@@ -185,12 +179,7 @@ class PartialFC(keras.layers.Layer):
         return max(1, min(self.num_classes, int(math.floor(self.sample_rate * self.num_classes))))
 
     def build(self, input_shape):
-        if len(input_shape) != 2 or input_shape[-1] is None:
-            raise ValueError(
-                "PartialFC expects embeddings of shape (batch, embedding_dim) with a known "
-                f"embedding_dim; got input shape {tuple(input_shape)}."
-            )
-        shape = (self.num_classes, int(input_shape[-1]))
+        shape = (self.num_classes, _embedding_dim("PartialFC", input_shape))
         self.kernel = self.add_weight(
             name="kernel", shape=shape, initializer=self.kernel_initializer,
             trainable=False, dtype="float32",

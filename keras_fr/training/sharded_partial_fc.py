@@ -40,6 +40,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_fr.layers.margin import _embedding_dim
 from keras_fr.layers.partial_fc import update_rows
 from keras_fr.training.losses import CombinedMarginLoss
 from keras_fr.training.models import PartialFCTrainingModel
@@ -179,11 +180,7 @@ class ShardedPartialFC(keras.layers.Layer):
         self._momenta = None
 
     def build(self, input_shape):
-        if len(input_shape) != 2 or input_shape[-1] is None:
-            raise ValueError(
-                "ShardedPartialFC expects embeddings of shape (batch, embedding_dim) with a known "
-                f"embedding_dim; got input shape {tuple(input_shape)}."
-            )
+        embedding_dim = _embedding_dim("ShardedPartialFC", input_shape)
         strategy = tf.distribute.get_strategy()
         if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
             raise ValueError("ShardedPartialFC runs under MirroredStrategy on one host, not MultiWorkerMirroredStrategy.")
@@ -192,7 +189,7 @@ class ShardedPartialFC(keras.layers.Layer):
             raise ValueError(
                 f"`num_classes` ({self.num_classes}) must be at least the number of replicas ({self.num_shards})."
             )
-        self.embedding_dim = int(input_shape[-1])
+        self.embedding_dim = embedding_dim
         self.shards = [shard_rows(self.num_classes, self.num_shards, r) for r in range(self.num_shards)]
         self.shard_size = max(stop - start for start, stop in self.shards)
         shape = (self.shard_size, self.embedding_dim)
