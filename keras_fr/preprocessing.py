@@ -179,6 +179,16 @@ def _check_points(points, argument):
     return array
 
 
+def _check_rgb(image):
+    """Return ``image`` as an (H, W, 3) array, or raise a ValueError."""
+    image = np.asarray(image)
+    if image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(
+            f"`image` must be an RGB array of shape (height, width, 3); got shape {image.shape}."
+        )
+    return image
+
+
 def estimate_similarity_transform(src, dst):
     """Least-squares similarity transform mapping points `src` onto points `dst` (Umeyama, 1991).
 
@@ -332,11 +342,7 @@ def align_face(image, landmarks, image_size=TEMPLATE_SIZE):
     >>> crop.shape  # doctest: +SKIP
     (112, 112, 3)
     """
-    image = np.asarray(image)
-    if image.ndim != 3 or image.shape[2] != 3:
-        raise ValueError(
-            f"`image` must be an RGB array of shape (height, width, 3); got shape {image.shape}."
-        )
+    image = _check_rgb(image)
     points = _check_points(landmarks, "landmarks")
     if points.shape != (5, 2):
         raise ValueError(
@@ -759,11 +765,7 @@ def dlib_face_chip(image, landmarks, size=150, padding=0.25):
     >>> chip.shape  # doctest: +SKIP
     (150, 150, 3)
     """
-    image = np.asarray(image)
-    if image.ndim != 3 or image.shape[2] != 3:
-        raise ValueError(
-            f"`image` must be an RGB array of shape (height, width, 3); got shape {image.shape}."
-        )
+    image = _check_rgb(image)
     if image.dtype != np.uint8:
         raise ValueError(f"`image` must be uint8 RGB (as dlib reads it); got dtype {image.dtype}.")
     if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 2:
