@@ -297,27 +297,49 @@ def _transfer_by_layer_name(source, target):
     deterministic, so the backbone layers carry the same names in both. Every weight-owning layer of
     the target must exist in the source with the same shapes, or nothing is changed.
     """
+    def pairs():
+        for layer in target.layers:
+            if not layer.weights:
+                continue
+            try:
+                src_layer = source.get_layer(layer.name)
+            except ValueError:
+                raise ValueError(
+                    f"Cannot load weights into layer {layer.name!r}: the weights file has no layer "
+                    "of that name."
+                ) from None
+            yield layer, src_layer.get_weights()
+
+    def mismatch(layer, values, shapes):
+        return ValueError(
+            f"Cannot load weights into layer {layer.name!r}: shapes "
+            f"{[tuple(v.shape) for v in values]} in the file, {shapes} in the model."
+        )
+
+    set_weights_all_or_none(pairs(), mismatch)
+
+
+def set_weights_all_or_none(pairs, mismatch):
+    """Give each layer its arrays, but only once every pair has been read and its shapes checked.
+
+    Args:
+        pairs: an iterable of ``(layer, arrays)``, consumed in order (a generator may raise its own
+            errors on the way; nothing is assigned then).
+        mismatch: ``mismatch(layer, arrays, layer_shapes)`` -> the exception to raise when the
+            arrays' shapes are not the layer's weight shapes.
+
+    Raises:
+        What ``pairs`` raises, or ``mismatch(...)`` for the first layer whose shapes differ; the
+        model is unchanged then.
+    """
     assignments = []
-    for layer in target.layers:
-        if not layer.weights:
-            continue
-        try:
-            src_layer = source.get_layer(layer.name)
-        except ValueError:
-            raise ValueError(
-                f"Cannot load weights into layer {layer.name!r}: the weights file has no layer "
-                "of that name."
-            ) from None
-        src_values = src_layer.get_weights()
-        dst_shapes = [tuple(w.shape) for w in layer.weights]
-        if [tuple(v.shape) for v in src_values] != dst_shapes:
-            raise ValueError(
-                f"Cannot load weights into layer {layer.name!r}: shapes "
-                f"{[tuple(v.shape) for v in src_values]} in the file, {dst_shapes} in the model."
-            )
-        assignments.append((layer, src_values))
-    for layer, values in assignments:
-        layer.set_weights(values)
+    for layer, arrays in pairs:
+        shapes = [tuple(w.shape) for w in layer.weights]
+        if [tuple(a.shape) for a in arrays] != shapes:
+            raise mismatch(layer, arrays, shapes)
+        assignments.append((layer, arrays))
+    for layer, arrays in assignments:
+        layer.set_weights(arrays)
 
 
 def load_model_weights(model, weights, model_name, build_full_model=None):

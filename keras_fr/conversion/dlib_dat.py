@@ -543,17 +543,19 @@ def fill_keras_model(model, network, kinds_of_layer):
         raise DlibDatError(
             f"{network.path}: {len(source)} weighted layers in the file, {len(targets)} in the model."
         )
-    assignments = []
-    for (kind, arrays), layer in zip(source, targets):
-        if kinds_of_layer(layer) != kind:
-            raise DlibDatError(f"{network.path}: a {kind} layer meets Keras layer {layer.name!r}.")
-        shapes = [tuple(w.shape) for w in layer.weights]
-        if [a.shape for a in arrays] != shapes:
-            raise DlibDatError(
-                f"{network.path}: {kind} shapes {[a.shape for a in arrays]} do not fit Keras layer "
-                f"{layer.name!r} {shapes}."
-            )
-        assignments.append((layer, arrays))
-    for layer, arrays in assignments:
-        layer.set_weights(arrays)
+    from keras_fr.applications.common import set_weights_all_or_none  # Keras only when filling
+
+    def pairs():
+        for (kind, arrays), layer in zip(source, targets):
+            if kinds_of_layer(layer) != kind:
+                raise DlibDatError(f"{network.path}: a {kind} layer meets Keras layer {layer.name!r}.")
+            yield layer, arrays
+
+    def mismatch(layer, arrays, shapes):
+        return DlibDatError(
+            f"{network.path}: {kinds_of_layer(layer)} shapes {[a.shape for a in arrays]} do not fit "
+            f"Keras layer {layer.name!r} {shapes}."
+        )
+
+    set_weights_all_or_none(pairs(), mismatch)
     return sum(int(a.size) for _, arrays in source for a in arrays)
