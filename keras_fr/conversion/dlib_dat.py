@@ -209,6 +209,12 @@ def _expect(cursor, name, found, expected, where):
         cursor.fail(f"{where}: {name} is {found}, expected {expected}: not the expected network")
 
 
+def _skip_multipliers(cursor, where):
+    """Read the four training multipliers that con and fc layers store (unused for inference)."""
+    for name in ("learning_rate", "weight_decay", "bias_learning_rate", "bias_weight_decay"):
+        cursor.real(f"{where} {name} multiplier")
+
+
 def _read_con(cursor, tag, spec, where):
     params = cursor.tensor(f"{where} params")
     num_filters = cursor.integer(f"{where} num_filters")
@@ -220,8 +226,7 @@ def _read_con(cursor, tag, spec, where):
     padding_x = cursor.integer(f"{where} padding_x")
     filters_shape = cursor.alias(f"{where} filters")
     biases_shape = cursor.alias(f"{where} biases")
-    for name in ("learning_rate", "weight_decay", "bias_learning_rate", "bias_weight_decay"):
-        cursor.real(f"{where} {name} multiplier")
+    _skip_multipliers(cursor, where)
     use_bias = cursor.boolean(f"{where} use_bias") if tag in ("con_5", "con_6") else True
     use_relu = cursor.boolean(f"{where} use_relu") if tag == "con_6" else False
     _expect(cursor, "num_filters", num_filters, spec.get("filters"), where)
@@ -295,8 +300,7 @@ def _read_fc(cursor, tag, spec, where):
     weights_shape = cursor.alias(f"{where} weights")
     biases_shape = cursor.alias(f"{where} biases")
     bias_mode = cursor.integer(f"{where} bias mode")
-    for name in ("learning_rate", "weight_decay", "bias_learning_rate", "bias_weight_decay"):
-        cursor.real(f"{where} {name} multiplier")
+    _skip_multipliers(cursor, where)
     use_bias = cursor.boolean(f"{where} use_bias") if tag == "fc_3" else True
     has_bias = bias_mode == 0 and use_bias
     _expect(cursor, "num_outputs", num_outputs, spec.get("outputs"), where)
