@@ -61,8 +61,57 @@ def _normalize_scales(scales):
     return normalized
 
 
+class _GatedAttention(layers.Layer):
+    """What LANet and SqueezeExcite share: ``x * sigmoid(expand(relu(reduce(x'))))``.
+
+    ``reduce`` is a 1x1 conv C -> max(1, C // reduction) with bias and ``expand`` a 1x1 conv with
+    bias. With ``_per_channel`` False (LANet) x' is the map itself and ``expand`` has one filter: a
+    weight per position. With ``_per_channel`` True (SqueezeExcite) x' is the global average pool of
+    the map and ``expand`` has C filters: a weight per channel.
+    """
+
+    #: PyTorch module paths of the sublayers that own weights (Keras name: "." -> "_"), read by
+    #: keras_fr.conversion.mapping to map checkpoint keys.
+    torch_modules = ("reduce", "expand")
+    _per_channel = False
+
+    def __init__(self, reduction=16, **kwargs):
+        super().__init__(**kwargs)
+        _check_positive_int(type(self).__name__, "reduction", reduction)
+        self.reduction = reduction
+
+    def build(self, input_shape):
+        _check_rank(type(self).__name__, input_shape, 4, "feature maps (N, H, W, C)")
+        channels = input_shape[-1]
+        hidden = max(1, channels // self.reduction)
+        self.reduce = layers.Conv2D(hidden, 1, use_bias=True, name="reduce", dtype=self.dtype_policy)
+        self.expand = layers.Conv2D(
+            channels if self._per_channel else 1, 1, use_bias=True, name="expand",
+            dtype=self.dtype_policy,
+        )
+        spatial = (1, 1) if self._per_channel else tuple(input_shape[1:3])
+        self.reduce.build((input_shape[0], *spatial, channels))
+        self.expand.build((input_shape[0], *spatial, hidden))
+
+    def _gate(self, inputs):
+        if self._per_channel:
+            inputs = ops.mean(inputs, axis=(1, 2), keepdims=True)
+        return ops.sigmoid(self.expand(ops.relu(self.reduce(inputs))))
+
+    def call(self, inputs):
+        return inputs * self._gate(inputs)
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(reduction=self.reduction)
+        return config
+
+
 @keras.saving.register_keras_serializable(package="keras_fr")
-class LANet(layers.Layer):
+class LANet(_GatedAttention):
     """LANet spatial attention (Wang and Guo, LS-CNN), as the LGAF paper uses it per scale.
 
     Eq. 11 of the LGAF paper writes ``P(w) = w * Phi(Phi(GAP(w)))``. A global average pool would
@@ -86,42 +135,13 @@ class LANet(layers.Layer):
     (2, 7, 7, 128)
     """
 
-    #: PyTorch module paths of the sublayers that own weights (Keras name: "." -> "_"), read by
-    #: keras_fr.conversion.mapping to map checkpoint keys.
-    torch_modules = ("reduce", "expand")
-
-    def __init__(self, reduction=16, **kwargs):
-        super().__init__(**kwargs)
-        _check_positive_int("LANet", "reduction", reduction)
-        self.reduction = reduction
-
-    def build(self, input_shape):
-        _check_rank("LANet", input_shape, 4, "feature maps (N, H, W, C)")
-        channels = input_shape[-1]
-        hidden = max(1, channels // self.reduction)
-        self.reduce = layers.Conv2D(hidden, 1, use_bias=True, name="reduce", dtype=self.dtype_policy)
-        self.expand = layers.Conv2D(1, 1, use_bias=True, name="expand", dtype=self.dtype_policy)
-        self.reduce.build(input_shape)
-        self.expand.build(tuple(input_shape[:-1]) + (hidden,))
-
     def attention(self, inputs):
         """The (N, H, W, 1) spatial attention map in (0, 1)."""
-        return ops.sigmoid(self.expand(ops.relu(self.reduce(inputs))))
-
-    def call(self, inputs):
-        return inputs * self.attention(inputs)
-
-    def compute_output_shape(self, input_shape):
-        return tuple(input_shape)
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(reduction=self.reduction)
-        return config
+        return self._gate(inputs)
 
 
 @keras.saving.register_keras_serializable(package="keras_fr")
-class SqueezeExcite(layers.Layer):
+class SqueezeExcite(_GatedAttention):
     """Squeeze-and-excitation channel attention (Hu et al.), S(.) in Eq. 13 of the LGAF paper.
 
     ``s = sigmoid(expand(relu(reduce(GAP(x)))))``, ``reduce``: 1x1 conv C -> max(1, C // reduction)
@@ -139,38 +159,7 @@ class SqueezeExcite(layers.Layer):
     (2, 7, 7, 384)
     """
 
-    #: PyTorch module paths of the sublayers that own weights (Keras name: "." -> "_"), read by
-    #: keras_fr.conversion.mapping to map checkpoint keys.
-    torch_modules = ("reduce", "expand")
-
-    def __init__(self, reduction=16, **kwargs):
-        super().__init__(**kwargs)
-        _check_positive_int("SqueezeExcite", "reduction", reduction)
-        self.reduction = reduction
-
-    def build(self, input_shape):
-        _check_rank("SqueezeExcite", input_shape, 4, "feature maps (N, H, W, C)")
-        channels = input_shape[-1]
-        hidden = max(1, channels // self.reduction)
-        self.reduce = layers.Conv2D(hidden, 1, use_bias=True, name="reduce", dtype=self.dtype_policy)
-        self.expand = layers.Conv2D(
-            channels, 1, use_bias=True, name="expand", dtype=self.dtype_policy
-        )
-        self.reduce.build((input_shape[0], 1, 1, channels))
-        self.expand.build((input_shape[0], 1, 1, hidden))
-
-    def call(self, inputs):
-        squeezed = ops.mean(inputs, axis=(1, 2), keepdims=True)
-        scale = ops.sigmoid(self.expand(ops.relu(self.reduce(squeezed))))
-        return inputs * scale
-
-    def compute_output_shape(self, input_shape):
-        return tuple(input_shape)
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(reduction=self.reduction)
-        return config
+    _per_channel = True
 
 
 @keras.saving.register_keras_serializable(package="keras_fr")
