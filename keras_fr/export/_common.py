@@ -90,6 +90,26 @@ class ExportReport:
         return out
 
 
+def file_report(path, tmp, export_format, io_shapes, ops, quantize=None, grouped_conv=None,
+                details=""):
+    """The (not yet verified) ``ExportReport`` of the converted file ``tmp``, to be kept at ``path``.
+
+    ``io_shapes`` is the file's ``(input_shape, output_shape)``; the size is read from ``tmp``.
+    """
+    input_shape, output_shape = io_shapes
+    return ExportReport(
+        path=path,
+        format=export_format,
+        quantize=quantize,
+        size_bytes=os.path.getsize(tmp),
+        input_shape=input_shape,
+        output_shape=output_shape,
+        ops=ops,
+        grouped_conv=grouped_conv,
+        details=details,
+    )
+
+
 # --------------------------------------------------------------------------------------------------
 # Argument checks
 # --------------------------------------------------------------------------------------------------
@@ -398,6 +418,26 @@ def check_against_bars(report, quantize):
     if not report.min_cosine >= cos_bar:
         problems.append(f"min per-sample cosine {report.min_cosine:.7f} (bar {cos_bar:g})")
     return "; ".join(problems)
+
+
+def record_comparison(report, reference, actual, quantize, batch_gap, gap_tolerance):
+    """Fill ``report``'s comparison of the file's outputs ``actual`` with the Keras ``reference``,
+    mark it verified, and return what is wrong ("" if nothing).
+
+    The problems are the bars of ``quantize`` (``check_against_bars``) and, unless ``gap_tolerance``
+    is None, a ``batch_gap`` (how far the file's output for the first input alone is from its row in
+    the batch) above ``gap_tolerance`` times the output scale (or above 1e-6).
+    """
+    report.max_abs_diff, report.output_scale, report.max_rel_diff, report.min_cosine = compare(
+        reference, actual
+    )
+    report.num_samples = len(reference)
+    report.verified = True
+    problems = check_against_bars(report, quantize)
+    if gap_tolerance is not None and not batch_gap <= max(gap_tolerance * report.output_scale, 1e-6):
+        gap_note = f"batch 1 differs from batch {len(reference)} by {batch_gap:.3g}"
+        problems = "; ".join(filter(None, [problems, gap_note]))
+    return problems
 
 
 def keras_reference(model, x, batch_size=16):

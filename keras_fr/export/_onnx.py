@@ -195,32 +195,24 @@ def to_onnx(
         x_check = _common.verification_inputs(model, verification_data, num_verification_samples)
     output_name = "embedding" if len(model.outputs[0].shape) == 2 else "output"
 
-    failures = []
+    def prepare(formulation):
+        # Layers that need another formulation for an ONNX file say so (export hooks), e.g.
+        # grouped convolutions that trace to one `Conv` with `group=G`, or the split ones.
+        target = ExportTarget("onnx", grouped_conv=formulation)
+        source = _prepare.export_source(model, target)
+        return _prepare.serving_model(source, channels_first=bool(channels_first))
+
     with atomic_path(path) as tmp:  # removed on any error, SIGINT or SIGTERM; renamed when verified
-        for formulation in candidates:
-            # Layers that need another formulation for an ONNX file say so (export hooks), e.g.
-            # grouped convolutions that trace to one `Conv` with `group=G`, or the split ones.
-            target = ExportTarget("onnx", grouped_conv=formulation)
-            source = _prepare.export_source(model, target)
-            serving = _prepare.serving_model(source, channels_first=bool(channels_first))
-            try:
-                complaints = _convert(serving, tmp, int(opset))
-                ops = _postprocess(tmp, output_name)
-            except RuntimeError as exc:
-                failures.append(f"{formulation}: {exc}")
-                continue
-            break
-        else:
-            raise RuntimeError(f"{fn}: could not export a valid ONNX graph ({' | '.join(failures)}).")
-        input_shape, output_shape = _io_shapes(tmp)
-        report = _common.ExportReport(
-            path=path,
-            format="onnx",
-            quantize=None,
-            size_bytes=os.path.getsize(tmp),
-            input_shape=input_shape,
-            output_shape=output_shape,
-            ops=ops,
+
+        def convert(serving):
+            complaints = _convert(serving, tmp, int(opset))
+            return complaints, _postprocess(tmp, output_name)
+
+        formulation, _, (complaints, ops) = _prepare.first_formulation(
+            candidates, prepare, convert, f"{fn}: could not export a valid ONNX graph"
+        )
+        report = _common.file_report(
+            path, tmp, "onnx", _io_shapes(tmp), ops,
             grouped_conv=formulation if (has_grouped or can_split) else None,
             details=f"opset {int(opset)}, {'NCHW' if channels_first else 'NHWC'} input, float32"
             + (f"; tf2onnx warnings: {complaints[:3]}" if complaints else ""),
@@ -237,15 +229,8 @@ def to_onnx(
                     "The file was not kept.",
                     report,
                 ) from exc
-            (report.max_abs_diff, report.output_scale, report.max_rel_diff,
-             report.min_cosine) = _common.compare(reference, actual)
-            report.num_samples = len(x_check)
-            report.verified = True
-            problems = _common.check_against_bars(report, None)
             gap = float(np.max(np.abs(single - actual[:1])))
-            if not gap <= max(1e-4 * report.output_scale, 1e-6):
-                gap_note = f"batch 1 differs from batch {len(x_check)} by {gap:.3g}"
-                problems = "; ".join(filter(None, [problems, gap_note]))
+            problems = _common.record_comparison(report, reference, actual, None, gap, 1e-4)
             if problems:
                 raise _common.ExportVerificationError(
                     f"{fn}: the exported file does not reproduce the Keras model on {len(x_check)} "

@@ -157,3 +157,30 @@ def formulations(grouped_conv, has_grouped, can_split, fn):
     if grouped_conv == "auto" and has_grouped and can_split:
         return ["native", "split"]
     return ["native"]
+
+
+def first_formulation(candidates, prepare, convert, failure):
+    """Convert with the first formulation of ``candidates`` (from ``formulations``) that works.
+
+    Args:
+        candidates: the grouped-convolution formulations to try, in order.
+        prepare: ``prepare(formulation)`` -> what ``convert`` takes (e.g. the serving model); its
+            errors propagate.
+        convert: ``convert(prepared)`` -> the conversion's result; a RuntimeError rejects the
+            formulation (its message is kept) and the next one is tried.
+        failure: the start of the error raised when every formulation is rejected.
+
+    Returns:
+        ``(formulation, prepared, result)`` of the first formulation that converted.
+
+    Raises:
+        RuntimeError: ``"<failure> (<formulation>: <reason> | ...)."`` when none converted.
+    """
+    failures = []
+    for formulation in candidates:
+        prepared = prepare(formulation)
+        try:
+            return formulation, prepared, convert(prepared)
+        except RuntimeError as exc:
+            failures.append(f"{formulation}: {exc}")
+    raise RuntimeError(f"{failure} ({' | '.join(failures)}).")

@@ -292,40 +292,35 @@ def to_tflite(
     has_grouped, can_split = _prepare.grouped_conv_info(model)
 
     candidates = _prepare.formulations(grouped_conv, has_grouped, can_split, fn)
-    failures = []
+
+    def prepare(formulation):
+        # Layers that need another formulation for this file say so (export hooks), e.g. the
+        # split grouped convolutions, or edge padding instead of -inf padding in int8 files.
+        target = ExportTarget("tflite", quantize=quantize, grouped_conv=formulation)
+        source = _prepare.export_source(model, target)
+        serving = _prepare.serving_model(source)
+        islands = float_island_names(source) if quantize == "int8" else []
+        return serving, islands
+
     with atomic_path(path) as tmp:  # removed on any error, SIGINT or SIGTERM; renamed when verified
-        for formulation in candidates:
-            # Layers that need another formulation for this file say so (export hooks), e.g. the
-            # split grouped convolutions, or edge padding instead of -inf padding in int8 files.
-            target = ExportTarget("tflite", quantize=quantize, grouped_conv=formulation)
-            source = _prepare.export_source(model, target)
-            serving = _prepare.serving_model(source)
-            islands = float_island_names(source) if quantize == "int8" else []
-            try:
-                ops = _convert(serving, tmp, quantize, representative, islands)
-            except RuntimeError as exc:
-                failures.append(f"{formulation}: {exc}")
-                continue
+
+        def convert(prepared):
+            serving, islands = prepared
+            ops = _convert(serving, tmp, quantize, representative, islands)
             bad = forbidden_operators(ops)
             if bad:
-                failures.append(f"{formulation}: non-builtin or stateful operators {bad}")
-                continue
-            break
-        else:
-            raise RuntimeError(
-                f"{fn}: could not export with builtin TFLite operators only ({' | '.join(failures)})."
-            )
+                raise RuntimeError(f"non-builtin or stateful operators {bad}")
+            return ops
+
+        formulation, (_, islands), ops = _prepare.first_formulation(
+            candidates, prepare, convert, f"{fn}: could not export with builtin TFLite operators only"
+        )
         input_shape, output_shape = _io_shapes(tmp)
         if input_shape[0] is not None:
             raise RuntimeError(f"{fn}: the converted file has a fixed batch size ({input_shape}).")
-        report = _common.ExportReport(
-            path=path,
-            format="tflite",
+        report = _common.file_report(
+            path, tmp, "tflite", (input_shape, output_shape), tuple(sorted(set(ops))),
             quantize=quantize,
-            size_bytes=os.path.getsize(tmp),
-            input_shape=input_shape,
-            output_shape=output_shape,
-            ops=tuple(sorted(set(ops))),
             grouped_conv=formulation if (has_grouped or can_split) else None,
             details=_details(quantize, representative)
             + (f"; kept in float32: {', '.join(islands)}" if islands else ""),
@@ -359,16 +354,11 @@ def _verify(report, model, tmp, x_check, quantize):
             f"{str(exc).strip()[:300]}. The file was not kept.",
             report,
         ) from exc
-    report.max_abs_diff, report.output_scale, report.max_rel_diff, report.min_cosine = _common.compare(
-        reference, actual
-    )
-    report.num_samples = len(x_check)
-    report.verified = True
-    problems = _common.check_against_bars(report, quantize)
     batch_gap = float(np.max(np.abs(single - actual[:1]))) if np.all(np.isfinite(single)) else float("inf")
-    if not batch_gap <= max(1e-3 * report.output_scale, 1e-6) and quantize is None:
-        gap_note = f"batch 1 differs from batch {len(x_check)} by {batch_gap:.3g}"
-        problems = "; ".join(filter(None, [problems, gap_note]))
+    # Only a float32 file's batch-1 output is held to its row in the batch.
+    problems = _common.record_comparison(
+        report, reference, actual, quantize, batch_gap, 1e-3 if quantize is None else None
+    )
     if problems:
         raise _common.ExportVerificationError(
             f"to_tflite: the exported file does not reproduce the Keras model on {len(x_check)} inputs "
