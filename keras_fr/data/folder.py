@@ -265,33 +265,52 @@ def image_folder_dataset(
     >>> model.fit(dataset, epochs=20)
     """
     size = _image_size(image_size)
-    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-        raise ValueError(f"`batch_size` must be a positive integer; got {batch_size!r}.")
+    _check_batch_size(batch_size)
     info = scan_image_folder(root, classes=classes, verify=verify, on_error=on_error)
-    autotune = tf.data.AUTOTUNE if num_parallel_calls is None else num_parallel_calls
-    dataset = tf.data.Dataset.from_tensor_slices((info.paths, info.labels))
-    if shuffle:
-        dataset = dataset.shuffle(
-            shuffle_buffer or info.num_images, seed=seed, reshuffle_each_iteration=True
-        )
-    if repeat:
-        dataset = dataset.repeat()
 
     def load(path, label):
         return decode_and_resize(tf.io.read_file(path), size, preprocess), label
 
+    dataset = _batched_pipeline(
+        tf.data.Dataset.from_tensor_slices((info.paths, info.labels)), info.num_images, load,
+        batch_size, shuffle, seed, shuffle_buffer, repeat, num_parallel_calls, drop_remainder,
+        augmentation, skip_errors=on_error == "skip",
+    )
+    return dataset, info
+
+
+def _check_batch_size(batch_size):
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        raise ValueError(f"`batch_size` must be a positive integer; got {batch_size!r}.")
+
+
+def _batched_pipeline(items, num_items, load, batch_size, shuffle, seed, shuffle_buffer, repeat,
+                      num_parallel_calls, drop_remainder, augmentation, skip_errors=False):
+    """What the folder and RecordIO pipelines share, from their items to prefetched batches.
+
+    Shuffles the ``num_items`` items (before decoding, so the buffer is cheap; default buffer: all
+    of them), repeats, maps ``load`` (item -> (image, label)) in parallel, drops the items ``load``
+    fails on if ``skip_errors``, batches, applies ``augmentation`` per batch with
+    ``training=True`` and prefetches. The other arguments are ``image_folder_dataset``'s.
+    """
+    autotune = tf.data.AUTOTUNE if num_parallel_calls is None else num_parallel_calls
+    dataset = items
+    if shuffle:
+        dataset = dataset.shuffle(shuffle_buffer or num_items, seed=seed, reshuffle_each_iteration=True)
+    if repeat:
+        dataset = dataset.repeat()
     # Order matters when not shuffling or when seeded (reproducible runs); otherwise let tf.data
     # hand out whichever image decodes first.
     ordered = (not shuffle) or seed is not None
     dataset = dataset.map(load, num_parallel_calls=autotune, deterministic=ordered)
-    if on_error == "skip":
+    if skip_errors:
         dataset = dataset.ignore_errors()
     dataset = dataset.batch(batch_size, drop_remainder=drop_remainder)
     if augmentation is not None:
         dataset = dataset.map(
             lambda x, y: (augmentation(x, training=True), y), num_parallel_calls=autotune
         )
-    return dataset.prefetch(tf.data.AUTOTUNE), info
+    return dataset.prefetch(tf.data.AUTOTUNE)
 
 
 def split_identities(split_csv, split="train"):

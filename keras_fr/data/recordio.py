@@ -28,7 +28,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_fr._atomic import atomic_path
-from keras_fr.data.folder import _image_size, decode_and_resize
+from keras_fr.data.folder import _batched_pipeline, _check_batch_size, _image_size, decode_and_resize
 
 MAGIC = 0xCED7230A
 _MAGIC_BYTES = struct.pack("<I", MAGIC)
@@ -303,8 +303,7 @@ def recordio_dataset(
     >>> model = FaceTrainingModel(backbone, num_classes=info["num_classes"])
     """
     size = _image_size(image_size)
-    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-        raise ValueError(f"`batch_size` must be a positive integer; got {batch_size!r}.")
+    _check_batch_size(batch_size)
     rec = _resolve(path)
     reader = RecordIOReader(rec)
     keys = np.asarray(reader.image_keys(), np.int64)
@@ -312,7 +311,6 @@ def recordio_dataset(
         raise ValueError(f"{rec!r} holds no image records.")
     prop = os.path.join(os.path.dirname(rec), "property")
     num_classes = read_property(prop)[0] if os.path.isfile(prop) else None
-    autotune = tf.data.AUTOTUNE if num_parallel_calls is None else num_parallel_calls
 
     def read(key):
         label, payload = reader.read_image(int(key))
@@ -323,20 +321,12 @@ def recordio_dataset(
         label.set_shape(())
         return decode_and_resize(payload, size, preprocess), label
 
-    dataset = tf.data.Dataset.from_tensor_slices(keys)
-    if shuffle:
-        dataset = dataset.shuffle(shuffle_buffer or len(keys), seed=seed, reshuffle_each_iteration=True)
-    if repeat:
-        dataset = dataset.repeat()
-    ordered = (not shuffle) or seed is not None
-    dataset = dataset.map(load, num_parallel_calls=autotune, deterministic=ordered)
-    dataset = dataset.batch(batch_size, drop_remainder=drop_remainder)
-    if augmentation is not None:
-        dataset = dataset.map(
-            lambda x, y: (augmentation(x, training=True), y), num_parallel_calls=autotune
-        )
+    dataset = _batched_pipeline(
+        tf.data.Dataset.from_tensor_slices(keys), len(keys), load, batch_size, shuffle, seed,
+        shuffle_buffer, repeat, num_parallel_calls, drop_remainder, augmentation,
+    )
     info = {"num_images": int(keys.size), "num_classes": num_classes, "reader": reader}
-    return dataset.prefetch(tf.data.AUTOTUNE), info
+    return dataset, info
 
 
 def _encode_image(image, image_format):
