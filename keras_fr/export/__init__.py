@@ -6,7 +6,8 @@
   dynamic batch, NHWC or NCHW input.
 
 Both return an `ExportReport` and never leave a file that failed its check behind
-(`ExportVerificationError`). Needs the `export` extra (tf2onnx, onnx, onnxruntime, ai-edge-litert)
+(`ExportVerificationError`). `compare(reference, actual)` is that check's measurement (max |diff|,
+output scale, relative max |diff|, smallest per-row cosine; a zero row matches only a zero row). Needs the `export` extra (tf2onnx, onnx, onnxruntime, ai-edge-litert)
 and the TensorFlow backend.
 
 The exporters know no architecture and use public Keras only. A layer that needs something particular
@@ -28,6 +29,7 @@ there), which the exporter asks of every layer before tracing:
 from keras_fr.export._common import ExportReport
 from keras_fr.export._common import ExportVerificationError
 from keras_fr.export._common import THRESHOLDS
+from keras_fr.export._common import compare
 from keras_fr.export._common import synthetic_faces
 from keras_fr.export._onnx import run_onnx
 from keras_fr.export._onnx import to_onnx
@@ -39,6 +41,7 @@ __all__ = [
     "ExportReport",
     "ExportVerificationError",
     "THRESHOLDS",
+    "compare",
     "run_onnx",
     "run_tflite",
     "synthetic_faces",

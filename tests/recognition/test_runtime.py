@@ -217,3 +217,22 @@ def test_cli_runtime_option_is_checked(capsys, tmp_path):
         err = capsys.readouterr().err.strip().splitlines()
         assert code == 2 and len(err) == 1, err
         assert "--runtime must be one of auto, keras, tflite, onnx; got 'tensorrt'" in err[0]
+
+
+def test_check_counts_a_zero_embedding_only_against_a_zero_embedding():
+    # LGAF's quality fusion can gate a face's embedding to exactly 0 (seen with the reference's random
+    # weights on face-like images): a file that returns 0 there too reproduces the model.
+    ref = np.array([[1.0, 2.0, 0.5], [0.0, 0.0, 0.0]], np.float32)
+    assert rt._min_cosine(ref, ref * 1.0000001) == pytest.approx(1.0)
+    assert rt._min_cosine(ref, np.array([[1.0, 2.0, 0.5], [0.0, 0.1, 0.0]], np.float32)) == 0.0
+    assert rt._min_cosine(np.array([[1.0, 0.0], [0.0, 1.0]]), np.array([[1.0, 0.0], [0.0, -1.0]])) == -1.0
+    assert np.isnan(rt._min_cosine(ref, ref[:, :2]))
+    assert np.isnan(rt._min_cosine(ref, np.array([[1.0, np.inf, 0.5], [0.0, 0.0, 0.0]])))
+
+
+def test_keras_runner_uses_the_compiled_predict_function(weights_files):
+    model, _ = weights_files[0]
+    runner = rt._KerasRunner(model)
+    x = np.asarray(crops(3), np.float32) / 127.5 - 1.0
+    np.testing.assert_allclose(runner(x), np.asarray(model(x, training=False)), rtol=1e-5, atol=1e-5)
+    assert model.predict_function is not None  # the traced function was built and used
