@@ -22,11 +22,17 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/keras-fr demo
 
+# The suite runs in TEST_WORKERS processes (pytest-xdist), each test file on one worker (module
+# fixtures are built once). Most of a test's time is single-threaded (tracing, TFLite/ONNX conversion),
+# so two workers use both cores of a 2-core machine. TEST_WORKERS=0 runs in one process.
+TEST_WORKERS ?= 2
+XDIST = $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
+
 test: $(STAMP)
-	TF_CPP_MIN_LOG_LEVEL=3 $(PY) -m pytest -q
+	TF_CPP_MIN_LOG_LEVEL=3 $(PY) -m pytest -q $(XDIST)
 
 test-fast: $(STAMP)
-	TF_CPP_MIN_LOG_LEVEL=3 $(PY) -m pytest -q -m "not large"
+	TF_CPP_MIN_LOG_LEVEL=3 $(PY) -m pytest -q $(XDIST) -m "not large"
 
 bench: $(STAMP)
 	$(PY) benchmarks/inference.py
