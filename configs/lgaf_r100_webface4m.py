@@ -9,21 +9,17 @@ PartialFC below 1.0 shards the centres over mirrored replicas (not yet over seve
     keras-fr train configs/lgaf_r100_webface4m.py --output runs/lgaf_r100_webface4m
 """
 
+import os
+import runpy
+
 DATA = "../data/webface4m"
 
+# The MS1MV2 run's recipe, loss, batch, schedule and precision; only the data and the output differ.
+_MS1MV2 = runpy.run_path(os.path.join(os.path.dirname(os.path.abspath(__file__)), "lgaf_r100_ms1mv2.py"))
+
 config = dict(
-    model="lgaf_resnet100",
+    _MS1MV2["config"],
     data={"type": "recordio", "path": DATA},
-    recipe="lgaf",
-    recipe_args={"probability": 0.2},
-    batch_size=512,
-    epochs=26,
-    precision="mixed_float16",
-    loss={"type": "arcface", "scale": 64.0, "margin": 0.4},
-    partial_fc=1.0,
     evaluation=[f"{DATA}/lfw.bin", f"{DATA}/cfp_fp.bin", f"{DATA}/agedb_30.bin"],
     output="../runs/lgaf_r100_webface4m",
-    strategy="mirrored",
-    seed=0,
-    checkpoint_every_steps=2000,
 )
