@@ -7,8 +7,8 @@
 
 Both return an `ExportReport` and never leave a file that failed its check behind
 (`ExportVerificationError`). `compare(reference, actual)` is that check's measurement (max |diff|,
-output scale, relative max |diff|, smallest per-row cosine; a zero row matches only a zero row). Needs the `export` extra (tf2onnx, onnx, onnxruntime, ai-edge-litert)
-and the TensorFlow backend.
+output scale, relative max |diff|, smallest per-row cosine; a zero row matches only a zero row).
+Needs the `export` extra (tf2onnx, onnx, onnxruntime, ai-edge-litert) and the TensorFlow backend.
 
 The exporters know no architecture and use public Keras only. A layer that needs something particular
 in a file says so itself, through the export hooks of `keras_fr.layers.export_hooks` (documented

@@ -441,7 +441,12 @@ def record_comparison(report, reference, actual, quantize, batch_gap, gap_tolera
 
 
 def keras_reference(model, x, batch_size=16):
-    return np.asarray(model.predict(x, batch_size=batch_size, verbose=0), np.float32)
+    """The Keras model's outputs on ``x``, by eager calls in inference mode: for the one check an
+    export runs, an eager call is faster than tracing a predict function (MSConvResNet26 at 32x32,
+    4 images: 2.8 s against 10.3 s)."""
+    return np.concatenate(
+        [np.asarray(model(x[i : i + batch_size], training=False), np.float32) for i in range(0, len(x), batch_size)]
+    )
 
 
 def verification_inputs(model, verification_data, num_samples, seed=1234):
