@@ -225,7 +225,7 @@ def _read_con(cursor, tag, spec, where):
     padding_y = cursor.integer(f"{where} padding_y")
     padding_x = cursor.integer(f"{where} padding_x")
     filters_shape = cursor.alias(f"{where} filters")
-    biases_shape = cursor.alias(f"{where} biases")
+    cursor.alias(f"{where} biases")  # read past it: the bias count follows from the filters or outputs
     _skip_multipliers(cursor, where)
     use_bias = cursor.boolean(f"{where} use_bias") if tag in ("con_5", "con_6") else True
     use_relu = cursor.boolean(f"{where} use_relu") if tag == "con_6" else False
@@ -298,7 +298,7 @@ def _read_fc(cursor, tag, spec, where):
     num_inputs = cursor.integer(f"{where} num_inputs", signed=False)
     params = cursor.tensor(f"{where} params")
     weights_shape = cursor.alias(f"{where} weights")
-    biases_shape = cursor.alias(f"{where} biases")
+    cursor.alias(f"{where} biases")  # read past it: the bias count follows from the filters or outputs
     bias_mode = cursor.integer(f"{where} bias mode")
     _skip_multipliers(cursor, where)
     use_bias = cursor.boolean(f"{where} use_bias") if tag == "fc_3" else True
