@@ -115,10 +115,15 @@ def bench_model(name, args, iterations, workdir):
     from keras_fr.cli._common import build_model
 
     model = build_model(name)
-    x32 = export.synthetic_faces(32, 112, seed=1).astype(np.float32) / 127.5 - 1.0
+    size = int(model.input_shape[1])  # 112 for the ArcFace-crop models, 150 for dlib_resnet
+    x32 = export.synthetic_faces(32, size, seed=1).astype(np.float32) / 127.5 - 1.0
     x1 = x32[:1].copy()
     num_calib = 16 if args.quick else 100
-    calib, calib_source = calibration_images(num_calib + 8)
+    if size == 112:
+        calib, calib_source = calibration_images(num_calib + 8)
+    else:  # the aligned CelebA crops are 112x112
+        calib, calib_source = export.synthetic_faces(num_calib + 8, size, seed=0), "synthetic"
+
     rows = []
 
     def measure(runtime, run, size=None, report=None):
