@@ -64,3 +64,44 @@ def pytest_configure(config):
 
 def pytest_sessionfinish(session, exitstatus):
     shutil.rmtree(_TEST_CACHE, ignore_errors=True)
+
+
+# Opt-in memory log (KERAS_FR_TEST_MEMLOG=FILE): one line per test with its process's peak resident
+# memory during the test (the kernel's high-water mark, reset before each test) and the largest child
+# process so far, to find the tests that make two pytest-xdist workers run out of memory.
+_MEMLOG = os.environ.get("KERAS_FR_TEST_MEMLOG")
+
+
+def _status_kb(field):
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    return -1
+
+
+if _MEMLOG:
+    import json
+    import resource
+    import time
+
+    @pytest.hookimpl(hookwrapper=True)
+    def pytest_runtest_protocol(item, nextitem):
+        try:
+            with open("/proc/self/clear_refs", "w") as f:
+                f.write("5")  # reset VmHWM to the current resident size
+        except OSError:
+            pass
+        start = time.time()
+        yield
+        record = {
+            "test": item.nodeid,
+            "worker": os.environ.get("PYTEST_XDIST_WORKER", "main"),
+            "start": start,
+            "end": time.time(),
+            "hwm_mb": _status_kb("VmHWM") // 1024,
+            "rss_mb": _status_kb("VmRSS") // 1024,
+            "children_max_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss // 1024,
+        }
+        with open(_MEMLOG, "a") as f:
+            f.write(json.dumps(record) + "\n")
