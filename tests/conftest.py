@@ -47,11 +47,16 @@ def _reset_dtype_policy():
 
 @pytest.fixture(autouse=True, scope="module")
 def _clear_keras_session():
-    """Free Keras/TF global state once per test module (per test it cost ~1 s of teardown each)."""
+    """Free Keras/TF global state once per test module (per test it cost ~1 s of teardown each), and
+    give the freed heap back to the system: two test workers share the machine's memory, and a worker
+    that kept a large module's garbage ran the other one out of memory."""
     import keras
+
+    from keras_fr._memory import release_memory
 
     yield
     keras.backend.clear_session()
+    release_memory()
 
 
 def pytest_configure(config):

@@ -8,6 +8,7 @@ import os
 import numpy as np
 
 from keras_fr._atomic import atomic_path
+from keras_fr._memory import collect_while_growing
 from keras_fr.export import _common
 from keras_fr.export import _prepare
 from keras_fr.layers.export_hooks import ExportTarget
@@ -52,7 +53,9 @@ def _convert(serving, tmp, opset):
     tf2onnx_logger.setLevel(logging.ERROR)
     tf2onnx_logger.propagate = False
     try:
-        with _common.stdout_to_stderr(), contextlib.redirect_stdout(io.StringIO()):
+        # tf2onnx's optimizer leaves a deep copy of the graph, weights included, in reference cycles
+        # at every pass: collect as memory grows (13.4 -> see docs/export.md for LGAFResNet50).
+        with _common.stdout_to_stderr(), contextlib.redirect_stdout(io.StringIO()), collect_while_growing():
             serving.export(
                 tmp, format="onnx", opset_version=opset, verbose=False, input_signature=[signature]
             )

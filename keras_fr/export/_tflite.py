@@ -6,6 +6,7 @@ import numpy as np
 
 from keras_fr import _quiet
 from keras_fr._atomic import atomic_path
+from keras_fr._memory import collect_while_growing
 from keras_fr.export import _common
 from keras_fr.export import _prepare
 from keras_fr.layers.export_hooks import ExportTarget
@@ -138,7 +139,7 @@ def _convert(serving, tmp_path, quantize, representative, float_islands=()):
         kwargs["experimental_new_quantizer"] = True
     log = io.StringIO()
     try:
-        with _common.stdout_to_stderr(), contextlib.redirect_stdout(log):
+        with _common.stdout_to_stderr(), contextlib.redirect_stdout(log), collect_while_growing():
             content = _converter(serving, kwargs).convert()
         with open(tmp_path, "wb") as f:
             f.write(content)

@@ -1,0 +1,79 @@
+"""Bounded garbage during long conversions, and freed memory handed back to the system.
+
+tf2onnx's graph optimizer deep-copies the whole graph, weights included, at every pass and leaves the
+copies in reference cycles. Python's cycle collector counts objects, not bytes, so it seldom runs
+while those few, large objects pile up: converting LGAFResNet50 (170 MB of weights) to ONNX reached
+13.4 GB of resident memory, 10.5 GB of it still held after the call returned, and a second test
+worker beside it ran the machine out of memory. :func:`collect_while_growing` runs the collector from
+a helper thread whenever resident memory has grown by a step since the last collection, and
+:func:`release_memory` collects and returns the freed heap to the operating system afterwards.
+"""
+
+import contextlib
+import ctypes
+import ctypes.util
+import gc
+import os
+import threading
+
+_PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+
+
+def resident_bytes():
+    """This process's resident memory in bytes, or None where ``/proc`` is not available."""
+    try:
+        with open("/proc/self/statm", "rb") as f:
+            return int(f.read().split()[1]) * _PAGE
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _malloc_trim():
+    """glibc's ``malloc_trim(0)`` (return free heap pages to the system); a no-op elsewhere."""
+    name = ctypes.util.find_library("c")
+    try:
+        trim = ctypes.CDLL(name).malloc_trim if name else None
+    except (OSError, AttributeError):
+        trim = None
+    if trim is not None:
+        trim(0)
+
+
+def release_memory():
+    """Collect reference cycles and hand the freed heap back to the operating system."""
+    gc.collect()
+    _malloc_trim()
+
+
+@contextlib.contextmanager
+def collect_while_growing(step_bytes=1 << 30, interval_s=0.25):
+    """While active, run ``gc.collect()`` whenever resident memory grew by ``step_bytes`` since the
+    last collection (checked every ``interval_s`` seconds from a daemon thread); on exit, collect and
+    trim once (:func:`release_memory`). Where resident memory cannot be read, it only collects on exit.
+
+    Example:
+
+    >>> with collect_while_growing():  # doctest: +SKIP
+    ...     tf2onnx.convert.from_function(...)
+    """
+    stop = threading.Event()
+    watcher = None
+    if resident_bytes() is not None:
+
+        def watch():
+            base = resident_bytes()
+            while not stop.wait(interval_s):
+                now = resident_bytes()
+                if now is not None and now - base > step_bytes:
+                    gc.collect()
+                    base = resident_bytes() or now
+
+        watcher = threading.Thread(target=watch, name="keras_fr-gc-watch", daemon=True)
+        watcher.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        if watcher is not None:
+            watcher.join()
+        release_memory()
