@@ -25,8 +25,10 @@ demo: $(STAMP)
 # The suite runs in TEST_WORKERS processes (pytest-xdist), each test file on one worker (module
 # fixtures are built once). Most of a test's time is single-threaded (tracing, TFLite/ONNX conversion),
 # so two workers use both cores of a 2-core machine. TEST_WORKERS=0 runs in one process.
+# A worker that dies (e.g. killed for memory) ends the run at once, naming its test: pytest-xdist's
+# loadfile scheduler can wait forever for a restarted worker (it did on CI, until the time limit).
 TEST_WORKERS ?= 2
-XDIST = $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
+XDIST = $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile --max-worker-restart=0)
 
 test: $(STAMP)
 	TF_CPP_MIN_LOG_LEVEL=3 $(PY) -m pytest -q $(XDIST)
