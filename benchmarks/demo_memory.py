@@ -20,6 +20,7 @@ Prints one line per figure and writes benchmarks/results/demo_memory.json.
 import argparse
 import os
 import pathlib
+import re
 import resource
 import subprocess
 import sys
@@ -88,13 +89,32 @@ def main(argv=None):
     started = time.perf_counter()
     proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     peak_tree = 0
-    lines = []
-    reader = threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True)
+    lines = []  # the demo's output
+    stage_starts = []  # (time, stage name) from its "[i/n] stage" lines
+    samples = []  # (time, tree RSS in KiB)
+
+    def read():
+        for line in proc.stdout:
+            lines.append(line)
+            match = re.match(r"\[\d+/\d+\] (\S.*)$", line.strip())
+            if match:
+                stage_starts.append((time.perf_counter(), match.group(1)))
+
+    reader = threading.Thread(target=read, daemon=True)
     reader.start()
     while proc.poll() is None:
-        peak_tree = max(peak_tree, tree_rss_kib(proc.pid))
+        rss = tree_rss_kib(proc.pid)
+        samples.append((time.perf_counter(), rss))
+        peak_tree = max(peak_tree, rss)
         time.sleep(args.interval)
     reader.join()
+    stage_peaks = {}  # stage -> largest sampled tree RSS (GB) while it ran; "start-up" before the first
+    for t, rss in samples:
+        stage = "start-up"
+        for started_at, name in stage_starts:
+            if started_at <= t:
+                stage = name
+        stage_peaks[stage] = max(stage_peaks.get(stage, 0.0), rss / 2**20)
     seconds = time.perf_counter() - started
     peak_process = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss  # KiB on Linux
     gib = 2**20
@@ -105,6 +125,7 @@ def main(argv=None):
         "seconds": seconds,
         "peak_process_gb": peak_process / gib,
         "peak_tree_gb_sampled": peak_tree / gib,
+        "peak_tree_gb_by_stage": stage_peaks,
         "goal_gb": args.goal_gb,
         "goal_met": proc.returncode == 0 and max(peak_process, peak_tree) / gib <= args.goal_gb,
         "demo_output_tail": "".join(lines[-40:]),
@@ -114,6 +135,7 @@ def main(argv=None):
     print(f"peak process {result['peak_process_gb']:.2f} GB; peak tree (sampled every {args.interval:g} s) "
           f"{result['peak_tree_gb_sampled']:.2f} GB; goal <= {args.goal_gb:g} GB: "
           f"{'met' if result['goal_met'] else 'not met'}")
+    print("sampled peak by stage: " + ", ".join(f"{k} {v:.2f} GB" for k, v in stage_peaks.items()))
     write_json(args.output, result)
     return 0 if proc.returncode == 0 else 1
 

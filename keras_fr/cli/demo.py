@@ -37,6 +37,7 @@ import traceback
 import numpy as np
 
 from keras_fr import evaluation, export, losses, recognition, training
+from keras_fr._memory import release_memory
 from keras_fr.applications import registry
 from keras_fr.applications.common import count_parameters as _count_parameters
 from keras_fr.applications.common import preprocess_input
@@ -251,6 +252,10 @@ class _Demo:
                      time.perf_counter() - start)
             if self.args.verbose:
                 traceback.print_exc()
+        finally:
+            # What a stage built and no later stage needs (a reloaded copy, converter graphs, the
+            # recognizer) goes back to the system before the next one starts.
+            release_memory()
 
     # -- stage 0 --------------------------------------------------------------------------------
     def recognize(self):
@@ -583,6 +588,10 @@ def run(args):
         demo.run_stage("build", demo.build)
         demo.run_stage("embed", demo.embed)
         demo.run_stage("save/reload", demo.save_reload)
+        # Export and evaluation use the first network only: the others are released.
+        for display in list(demo.models)[1:]:
+            del demo.models[display]
+            demo.faces_by_model.pop(display, None)
         demo.run_stage("export", demo.export)
         demo.run_stage("fine-tune", demo.fine_tune)
         demo.run_stage("evaluate", demo.evaluate)
