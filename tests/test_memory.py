@@ -38,7 +38,7 @@ def _make_cycles():
         node = [np.full(CHUNK, i % 251, np.uint8)]  # pages touched: resident
         node.append(node)  # a reference cycle: only the cycle collector frees it
         del node
-        time.sleep(0.03)
+        time.sleep(0.05)  # the watcher's chance to run, even on a loaded machine
 
 
 def _growth(use_watcher):
@@ -75,7 +75,7 @@ def test_watcher_bounds_garbage_held_in_cycles():
     bounded = _growth(use_watcher=True)
     # Without the watcher every chunk stays until the end; with it, about one step plus a few chunks.
     assert unbounded >= 0.9 * COUNT * CHUNK
-    assert bounded <= 128 * 2**20 + 5 * CHUNK, (bounded / 2**20, unbounded / 2**20)
+    assert bounded <= 128 * 2**20 + 6 * CHUNK, (bounded / 2**20, unbounded / 2**20)
 
 
 @pytest.mark.skipif(not os.path.exists("/proc/self/statm"), reason="needs Linux /proc")
