@@ -12,6 +12,7 @@ a helper thread whenever resident memory has grown by a step since the last coll
 import contextlib
 import ctypes
 import ctypes.util
+import functools
 import gc
 import os
 import threading
@@ -28,13 +29,20 @@ def resident_bytes():
         return None
 
 
-def _malloc_trim():
-    """glibc's ``malloc_trim(0)`` (return free heap pages to the system); a no-op elsewhere."""
+@functools.cache
+def _malloc_trim_function():
+    """glibc's ``malloc_trim``, or None elsewhere; looked up once (``find_library`` runs ``ldconfig``
+    in a child process, and this is called after every export and every test module)."""
     name = ctypes.util.find_library("c")
     try:
-        trim = ctypes.CDLL(name).malloc_trim if name else None
+        return ctypes.CDLL(name).malloc_trim if name else None
     except (OSError, AttributeError):
-        trim = None
+        return None
+
+
+def _malloc_trim():
+    """glibc's ``malloc_trim(0)`` (return free heap pages to the system); a no-op elsewhere."""
+    trim = _malloc_trim_function()
     if trim is not None:
         trim(0)
 
