@@ -5,7 +5,7 @@ copies in reference cycles. Python's cycle collector counts objects, not bytes, 
 while those few, large objects pile up: converting LGAFResNet50 (170 MB of weights) to ONNX reached
 13.4 GB of resident memory, 10.5 GB of it still held after the call returned, and a second test
 worker beside it ran the machine out of memory. :func:`collect_while_growing` runs the collector from
-a helper thread whenever resident memory has grown by a step since the last collection, and
+a helper thread whenever anonymous resident memory has grown by a step since the last collection, and
 :func:`release_memory` collects and returns the freed heap to the operating system afterwards.
 """
 
@@ -20,13 +20,30 @@ import threading
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
 
-def resident_bytes():
-    """This process's resident memory in bytes, or None where ``/proc`` is not available."""
+def _statm_pages():
     try:
         with open("/proc/self/statm", "rb") as f:
-            return int(f.read().split()[1]) * _PAGE
-    except (OSError, ValueError, IndexError):
+            return [int(v) for v in f.read().split()]
+    except (OSError, ValueError):
         return None
+
+
+def resident_bytes():
+    """This process's resident memory in bytes, or None where ``/proc`` is not available."""
+    pages = _statm_pages()
+    return pages[1] * _PAGE if pages and len(pages) > 1 else None
+
+
+def anonymous_bytes():
+    """This process's resident memory that no file backs (its heap and anonymous maps), in bytes, or
+    None where ``/proc`` is not available.
+
+    Garbage lives here. Resident memory as a whole also counts pages of mapped files (TensorFlow's
+    libraries alone are about 1 GB), which the kernel drops and reloads under memory pressure, so
+    growth measured on it can be hidden or faked by another process's load.
+    """
+    pages = _statm_pages()
+    return (pages[1] - pages[2]) * _PAGE if pages and len(pages) > 2 else None
 
 
 @functools.cache
@@ -55,8 +72,8 @@ def release_memory():
 
 @contextlib.contextmanager
 def collect_while_growing(step_bytes=1 << 30, interval_s=0.25):
-    """While active, run ``gc.collect()`` whenever resident memory grew by ``step_bytes`` since the
-    last collection (checked every ``interval_s`` seconds from a daemon thread); on exit, collect and
+    """While active, run ``gc.collect()`` whenever anonymous resident memory (:func:`anonymous_bytes`)
+    grew by ``step_bytes`` since the last collection (checked every ``interval_s`` seconds from a daemon thread); on exit, collect and
     trim once (:func:`release_memory`). Where resident memory cannot be read, it only collects on exit.
 
     Example:
@@ -66,15 +83,15 @@ def collect_while_growing(step_bytes=1 << 30, interval_s=0.25):
     """
     stop = threading.Event()
     watcher = None
-    if resident_bytes() is not None:
+    if anonymous_bytes() is not None:
 
         def watch():
-            base = resident_bytes()
+            base = anonymous_bytes()
             while not stop.wait(interval_s):
-                now = resident_bytes()
+                now = anonymous_bytes()
                 if now is not None and now - base > step_bytes:
                     gc.collect()
-                    base = resident_bytes() or now
+                    base = anonymous_bytes() or now
 
         watcher = threading.Thread(target=watch, name="keras_fr-gc-watch", daemon=True)
         watcher.start()
