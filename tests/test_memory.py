@@ -97,3 +97,44 @@ def test_watcher_stops_its_thread_and_reraises():
         with _memory.collect_while_growing():
             raise KeyError("inside")
     assert not any(t.name == "keras_fr-gc-watch" for t in threading.enumerate())
+
+
+def test_prefer_system_allocator_keeps_what_the_user_set(monkeypatch):
+    monkeypatch.setenv(_memory.SYSTEM_ALLOCATOR_VARIABLE, "0")
+    assert _memory.prefer_system_allocator() is False
+    assert os.environ[_memory.SYSTEM_ALLOCATOR_VARIABLE] == "0"
+    monkeypatch.delenv(_memory.SYSTEM_ALLOCATOR_VARIABLE)
+    assert _memory.prefer_system_allocator() is True
+    assert os.environ[_memory.SYSTEM_ALLOCATOR_VARIABLE] == "1"
+
+
+_HELD_AFTER_FREE = """
+import sys
+from keras_fr import _memory
+if sys.argv[1] == "system":
+    _memory.prefer_system_allocator()
+import tensorflow as tf
+x = tf.random.uniform((128, 1024, 1024))  # 512 MB
+y = x + 1.0
+del x, y
+_memory.release_memory()
+print(_memory.anonymous_bytes())
+"""
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/statm"), reason="needs Linux /proc")
+@pytest.mark.skipif(os.environ.get("TF_ENABLE_ONEDNN_OPTS") == "0", reason="TensorFlow's pool is oneDNN's")
+def test_system_allocator_gives_freed_tensors_back():
+    # What prefer_system_allocator relies on, in fresh processes (the allocator is chosen once): with
+    # TensorFlow's default pool the freed gigabyte stays resident, with the system allocator it does not.
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != _memory.SYSTEM_ALLOCATOR_VARIABLE}
+    env["TF_CPP_MIN_LOG_LEVEL"] = "3"
+    held = {}
+    for mode in ("pool", "system"):
+        out = subprocess.run([sys.executable, "-c", _HELD_AFTER_FREE, mode], env=env, check=True,
+                             capture_output=True, text=True).stdout
+        held[mode] = int(out.split()[-1])
+    assert held["pool"] - held["system"] >= 700 * 2**20, {k: v / 2**20 for k, v in held.items()}

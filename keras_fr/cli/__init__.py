@@ -11,6 +11,7 @@ import os
 import sys
 
 from keras_fr import __version__
+from keras_fr import _memory
 from keras_fr import _quiet
 from keras_fr.cli._common import CLIError
 
@@ -87,6 +88,8 @@ def main(argv=None):
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    if args.command != "train":
+        _memory.prefer_system_allocator()  # freed tensors go back to the system (see _memory)
     if not verbose:
 
         _quiet.quiet_runtime()

@@ -54,7 +54,7 @@ def _convert(serving, tmp, opset):
     tf2onnx_logger.propagate = False
     try:
         # tf2onnx's optimizer leaves a deep copy of the graph, weights included, in reference cycles
-        # at every pass: collected as memory grows (LGAFResNet50: 13.4 GB peak without, 7.1 GB with).
+        # at every pass: collected as memory grows (LGAFResNet50: 13.4 GB peak without, 5.1 GB with).
         with _common.stdout_to_stderr(), contextlib.redirect_stdout(io.StringIO()), collect_while_growing():
             serving.export(
                 tmp, format="onnx", opset_version=opset, verbose=False, input_signature=[signature]

@@ -438,3 +438,12 @@ def test_demo_export_and_evaluate_stages_call_the_libraries(monkeypatch, tmp_pat
     assert pair_lines[0].split() == ["10", "2"] and len(pair_lines) == 1 + 10 * 4
     assert pair_lines[1:5] == ["p0_0\t1\t2", "p0_1\t1\t2", "p0_300\t1\tq\t1", "p0_301\t1\tq\t1"]
     assert "accuracy 0.7500 +- 0.0500" in rows[("evaluate", "MSConvResNet26 on LFW subset")]
+
+
+@pytest.mark.parametrize("command, expected", [(["info"], "1"), (["train", "no-such-config.py"], None)])
+def test_system_allocator_for_every_command_but_train(command, expected, monkeypatch):
+    # keras_fr._memory.prefer_system_allocator: inference and conversion give freed memory back;
+    # training keeps TensorFlow's pool.
+    monkeypatch.delenv("TF_ONEDNN_USE_SYSTEM_ALLOCATOR", raising=False)
+    cli.main(command)
+    assert os.environ.get("TF_ONEDNN_USE_SYSTEM_ALLOCATOR") == expected
