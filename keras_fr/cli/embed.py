@@ -20,6 +20,7 @@ import os
 import sys
 import time
 
+import keras
 import numpy as np
 
 from keras_fr.applications.specs import input_spec
@@ -126,7 +127,8 @@ def embed_images(model, images, batch_size=32, progress_label=None, spec=None):
     """Embed RGB `uint8` face crops with `model` and L2-normalize the rows.
 
     Args:
-        model: a Keras model mapping preprocessed images (RGB in [-1, 1]) to embeddings.
+        model: a Keras model mapping preprocessed images (RGB in [-1, 1]) to embeddings (run through
+            its `predict_on_batch`), or a prepared runtime (called).
         images: array of shape `(N, H, W, 3)`, RGB in [0, 255].
         batch_size: images per forward pass.
         progress_label: show a progress bar on stderr with this label (`None`: no bar).
@@ -154,7 +156,12 @@ def embed_images(model, images, batch_size=32, progress_label=None, spec=None):
         batch = (spec.preprocess_fn() if spec is not None else preprocess_input)(
             images[start : start + batch_size]
         )
-        out = model(batch, training=False)
+        if isinstance(model, keras.Model):
+            # The compiled predict function, not an eager call: an eager Functional call keeps every
+            # layer's output until it returns (LGAFResNet100 at batch 16: 2.6 GB more, against 0.16 GB).
+            out = model.predict_on_batch(batch)
+        else:  # a prepared runtime (keras_fr.recognition.runtime) or any callable
+            out = model(batch, training=False)
         if isinstance(out, (list, tuple)):
             out = out[0]
         outputs.append(np.asarray(out, dtype=np.float32))

@@ -63,6 +63,18 @@ def test_cli_helper_refuses_preprocessed_input(tiny):
         embed_images(tiny, np.full((1, 32, 32, 3), 0.5, np.float32) - 1.0)
 
 
+def test_cli_helper_matches_an_eager_call_normalized_in_numpy(tiny):
+    # embed_images runs a Keras model through predict_on_batch (memory: see keras_fr/cli/embed.py),
+    # in batches; the result must be the eager forward pass, L2-normalized row by row.
+    from keras_fr.applications import preprocess_input
+    from keras_fr.cli.embed import embed_images
+
+    images = np.random.default_rng(0).integers(0, 256, (5, 32, 32, 3)).astype(np.uint8)
+    expected = np.asarray(tiny(preprocess_input(images), training=False), np.float64)
+    expected /= np.linalg.norm(expected, axis=1, keepdims=True)
+    np.testing.assert_allclose(embed_images(tiny, images, batch_size=2), expected, atol=1e-5)
+
+
 def test_missing_image_file_in_a_list(tiny, tmp_path):
     with pytest.raises(FileNotFoundError, match="gone.png"):
         _extract(tiny, [str(tmp_path / "gone.png")])
