@@ -113,7 +113,10 @@ def collect_while_growing(step_bytes=256 << 20, interval_s=0.25):
             while not stop.wait(interval_s):
                 now = anonymous_bytes()
                 if now is not None and now - base > step_bytes:
-                    gc.collect()
+                    # Trim too: freed blocks kept in the heap would not show as a drop, the next
+                    # step would be measured from above them and reuse them unseen, and the garbage
+                    # held would grow by a step every round (seen with 16 MB blocks).
+                    release_memory()
                     base = anonymous_bytes() or now
 
         watcher = threading.Thread(target=watch, name="keras_fr-gc-watch", daemon=True)
