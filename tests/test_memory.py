@@ -72,10 +72,12 @@ def test_watcher_bounds_garbage_held_in_cycles():
     unbounded = _most_held(use_watcher=False)
     bounded = _most_held(use_watcher=True)
     # Without the watcher every chunk stays until the end; with it, about one step (4 chunks) plus one
-    # or two here (6 of 150 measured). The bound leaves room for a loaded machine: CI, with a second
-    # test worker beside it, once saw 7 chunks' worth of lateness.
+    # or two on a quiet machine (6 of 150 measured). How late the watcher thread runs on a loaded
+    # machine has no bound: in two full-suite runs beside another test worker it let 11 of 20 and 56
+    # of 150 chunks pile up. So this only asserts that it collected during the run; the trim is
+    # checked deterministically below, the real figures are in docs/architecture.md.
     assert unbounded == COUNT
-    assert bounded <= COUNT // 3, (bounded, unbounded)
+    assert bounded < COUNT, (bounded, unbounded)
 
 
 @pytest.mark.skipif(not os.path.exists("/proc/self/statm"), reason="needs Linux /proc")
