@@ -95,9 +95,10 @@ def prefer_system_allocator():
 
 @contextlib.contextmanager
 def collect_while_growing(step_bytes=256 << 20, interval_s=0.25):
-    """While active, run ``gc.collect()`` whenever anonymous resident memory (:func:`anonymous_bytes`)
-    grew by ``step_bytes`` since the last collection (checked every ``interval_s`` seconds from a daemon thread); on exit, collect and
-    trim once (:func:`release_memory`). Where resident memory cannot be read, it only collects on exit.
+    """While active, collect and trim the heap (:func:`release_memory`) whenever anonymous resident
+    memory (:func:`anonymous_bytes`) grew by ``step_bytes`` since the last time (checked every
+    ``interval_s`` seconds from a daemon thread), and once more on exit. Where resident memory cannot
+    be read, it only releases on exit.
 
     Example:
 

@@ -20,8 +20,9 @@ COUNT = 150  # 600 MB of cycles in all
 STEP = 16 * 2**20  # the watcher's step in these tests: four chunks
 
 
-def _make_cycles():
-    """Leave COUNT chunks in reference cycles; return the most chunks alive at once.
+def _make_cycles(until=None):
+    """Leave COUNT chunks in reference cycles (fewer if ``until()`` turns true after one); return the
+    most chunks alive at once.
 
     Counted through weak references right after each allocation rather than read from the process's
     resident memory: on a loaded machine the kernel drops and reloads pages of mapped libraries, which
@@ -38,18 +39,20 @@ def _make_cycles():
         del node, chunk
         most = max(most, sum(ref() is not None for ref in alive))
         time.sleep(0.03)  # the watcher's chance to run, even on a loaded machine
+        if until is not None and until():
+            break
     return most
 
 
-def _most_held(use_watcher):
+def _most_held(use_watcher, until=None):
     gc.collect()
     enabled = gc.isenabled()
     gc.disable()
     try:
         if use_watcher:
             with _memory.collect_while_growing(step_bytes=STEP, interval_s=0.01):
-                return _make_cycles()
-        return _make_cycles()
+                return _make_cycles(until)
+        return _make_cycles(until)
     finally:
         gc.collect()
         if enabled:
@@ -93,22 +96,7 @@ def test_watcher_trims_the_heap_when_it_collects(monkeypatch):
         release()
 
     monkeypatch.setattr(_memory, "release_memory", spy)
-    gc.collect()
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        with _memory.collect_while_growing(step_bytes=STEP, interval_s=0.01):
-            for _ in range(COUNT):  # until the watcher has collected once
-                node = [np.full(CHUNK, 1, np.uint8)]
-                node.append(node)
-                del node
-                time.sleep(0.03)
-                if calls:
-                    break
-    finally:
-        gc.collect()
-        if enabled:
-            gc.enable()
+    _most_held(use_watcher=True, until=lambda: calls)  # stops at the watcher's first collection
     assert "keras_fr-gc-watch" in calls, calls  # the watcher itself, not only the exit
 
 
