@@ -85,7 +85,13 @@ def variant_clone(model, target):
     except Exception as exc:  # noqa: BLE001 - surface why, whatever a layer raised
         raise ValueError(f"cannot rebuild the model for {target}: {exc}") from exc
     done = {id(original) for original, _ in swapped}
-    missed = [original.name for original, _ in wanted.values() if id(original) not in done]
+    # A variant that only speeds the file up may stay unswapped (it sits inside a composite layer that
+    # does not answer for it): the original layer computes the same function.
+    missed = [
+        original.name
+        for original, variant in wanted.values()
+        if id(original) not in done and not getattr(variant, "export_speed_only", False)
+    ]
     if missed:
         raise ValueError(
             f"the layers {missed} need another formulation for {target} but sit inside a layer that "

@@ -32,17 +32,20 @@ A layer that has ``export_variant`` answers for itself and every layer inside it
 not look into it for variants (MSConv's replacement brings its own grouped convolutions). The exporter
 rebuilds the Functional graph, so it can swap only layers of the graph (nested models included); if a
 layer inside a composite layer without ``export_variant`` asks for a variant, the export fails with an
-error naming it, rather than tracing the wrong formulation.
+error naming it, rather than tracing the wrong formulation. A variant that only makes the file faster
+(its ``export_speed_only`` attribute is true) is skipped there instead: the original computes the same.
 
 :class:`ExportHooks` is a mixin holding the defaults and this documentation; inheriting from it is
 optional (the exporters look the names up on any layer). :func:`export_variant_of` is what the
-exporters call: the layer's own answer, or for Keras' own ``Conv2D`` with ``groups > 1`` in an ONNX
-file, the same convolution as a :class:`GraphGroupedConv2D`.
+exporters call: the layer's own answer, or for some of Keras' own layers a formulation that converts
+better (a grouped or dilated ``Conv2D`` as one graph convolution, :class:`GraphConv2D`; a ``PReLU`` in
+int8 files as :class:`Int8PReLU`).
 """
 
 import dataclasses
 
 import keras
+import numpy as np
 
 #: Export formats and grouped-convolution formulations an :class:`ExportTarget` can name.
 FORMATS = ("tflite", "onnx")
@@ -96,53 +99,144 @@ class ExportHooks:
         return None
 
 
-@keras.saving.register_keras_serializable(package="keras_fr")
-class GraphGroupedConv2D(keras.layers.Conv2D):
-    """A ``Conv2D`` whose grouped convolution is one TensorFlow graph operation when traced.
+def graph_conv2d(inputs, kernel, strides, padding, dilation_rate, data_format="channels_last"):
+    """One TensorFlow ``Conv2D`` graph operation, grouped and/or dilated, or None when not traced.
 
-    Keras' TensorFlow backend runs a grouped convolution as an XLA-compiled function, because
-    TensorFlow's CPU kernel has none; a graph converter (tf2onnx) cannot look inside that function.
-    Traced in a ``tf.function`` on the TensorFlow backend, this layer emits a plain
-    ``tf.nn.convolution`` with the grouped kernel instead, which tf2onnx maps to one ONNX ``Conv``
-    with ``group=G``. Run eagerly (or on another backend, or with ``groups == 1``) it is Keras'
-    ``Conv2D``, so it can be checked against the original layer on any machine. A graph traced from it
-    is for converters only: TensorFlow itself cannot run it on a CPU.
+    Returns None (the caller runs Keras' own convolution) unless the TensorFlow backend is tracing a
+    graph. Keras' TensorFlow backend runs a grouped convolution as an XLA-compiled function (the CPU
+    kernel has none) and a dilated one through ``tf.nn.convolution``, which traces it as
+    space-to-batch + convolution + batch-to-space. Converters cannot look inside the first, and the
+    second reaches a TFLite file as ``SPACE_TO_BATCH_ND`` / ``BATCH_TO_SPACE_ND`` operators that
+    XNNPACK does not run (in float32 and int8 files alike: each one splits the delegated graph). One
+    ``Conv2D`` with a ``dilations`` attribute and the grouped kernel becomes one TFLite ``CONV_2D``
+    (dilation factors, grouped filter) and one ONNX ``Conv`` (``dilations``, ``group``). TensorFlow
+    itself cannot run such a graph on a CPU: it is for converters only.
+    """
+    if keras.backend.backend() != "tensorflow":
+        return None
+    import tensorflow as tf  # the TensorFlow backend is active, so TensorFlow is imported already
+
+    if tf.executing_eagerly():
+        return None
+    return tf.nn.conv2d(
+        inputs,
+        kernel,
+        strides=list(strides),
+        padding=padding.upper(),
+        data_format="NHWC" if data_format == "channels_last" else "NCHW",
+        dilations=list(dilation_rate),
+    )
+
+
+@keras.saving.register_keras_serializable(package="keras_fr")
+class GraphConv2D(keras.layers.Conv2D):
+    """A ``Conv2D`` whose grouped or dilated convolution is one TensorFlow graph operation when traced.
+
+    See :func:`graph_conv2d`: traced in a ``tf.function`` on the TensorFlow backend, a grouped
+    (``groups > 1``) or dilated convolution is emitted as one ``tf.nn.conv2d`` with the grouped kernel
+    and ``dilations``, which tf2onnx maps to one ONNX ``Conv`` and the TFLite converter to one
+    ``CONV_2D`` that XNNPACK runs. Run eagerly (or on another backend, or as a plain convolution) it
+    is Keras' ``Conv2D``, so it can be checked against the original layer on any machine.
 
     Same arguments, weights and configuration as ``keras.layers.Conv2D``.
     """
 
     def convolution_op(self, inputs, kernel):
-        if self.groups == 1 or keras.backend.backend() != "tensorflow":
-            return super().convolution_op(inputs, kernel)
-        import tensorflow as tf  # the TensorFlow backend is active, so TensorFlow is imported already
+        if self.groups > 1 or any(d != 1 for d in self.dilation_rate):
+            out = graph_conv2d(inputs, kernel, self.strides, self.padding, self.dilation_rate,
+                               self.data_format)
+            if out is not None:
+                return out
+        return super().convolution_op(inputs, kernel)
 
-        if tf.executing_eagerly():
-            return super().convolution_op(inputs, kernel)
-        return tf.nn.convolution(
-            inputs,
-            kernel,
-            strides=list(self.strides),
-            padding=self.padding.upper(),
-            data_format="NHWC" if self.data_format == "channels_last" else "NCHW",
-            dilations=list(self.dilation_rate),
-        )
+
+#: The earlier name of :class:`GraphConv2D` (grouped convolutions only, then).
+GraphGroupedConv2D = GraphConv2D
+
+
+@keras.saving.register_keras_serializable(package="keras_fr")
+class Int8PReLU(keras.layers.PReLU):
+    """``PReLU`` written as ``max(x, a * x)`` for full-integer int8 TFLite files.
+
+    XNNPACK runs no int8 ``PRELU``: in an int8 file each one falls back to TFLite's reference kernel
+    and splits the delegated graph (an MSConvResNet26 file had 63 partitions), which made int8 slower
+    than float32 for MSConv. ``MAXIMUM`` and ``MUL`` of int8 tensors run well (measured: MSConvResNet26's
+    int8 file 26.6 -> 15.2 ms at batch 1 on a 2-core AVX2 machine). The exporters use it for
+    single-slope PReLUs only (see :func:`export_variant_of`). ``max(x, a * x)``
+    is PReLU exactly when every slope ``a`` is at most 1; with ``slopes_above_one=True`` (some slope
+    above 1) the layer computes ``max(x, min(a, 1) x) + min(x, max(a, 1) x) - x``, also exact. The
+    weights are PReLU's (one ``alpha``), so a PReLU's ``get_weights()`` fit; ``from_prelu`` chooses the
+    flag from the slopes. Float32 files keep ``PRELU`` (XNNPACK runs it, faster than the two operators).
+    """
+
+    def __init__(self, slopes_above_one=False, **kwargs):
+        super().__init__(**kwargs)
+        self.slopes_above_one = bool(slopes_above_one)
+
+    @classmethod
+    def from_prelu(cls, layer):
+        """The int8 formulation of the built PReLU ``layer`` (same configuration and name)."""
+        config = layer.get_config()
+        config["slopes_above_one"] = bool(any(np.any(np.asarray(w) > 1) for w in layer.get_weights()))
+        return cls.from_config(config)
+
+    def call(self, inputs):
+        alpha = keras.ops.cast(self.alpha, inputs.dtype)
+        if not self.slopes_above_one:
+            return keras.ops.maximum(inputs, alpha * inputs)
+        low = keras.ops.minimum(alpha, 1.0)
+        high = keras.ops.maximum(alpha, 1.0)
+        return keras.ops.maximum(inputs, low * inputs) + keras.ops.minimum(inputs, high * inputs) - inputs
+
+    def get_config(self):
+        config = super().get_config()
+        config["slopes_above_one"] = self.slopes_above_one
+        return config
+
+
+def _single_slope(layer):
+    """A PReLU with one slope for every position and channel (PyTorch's ``PReLU()``)."""
+    return layer.built and int(np.prod(layer.alpha.shape)) == 1
+
+
+def wants_graph_conv(layer, target):
+    """Whether a ``Conv2D`` should be traced as :class:`GraphConv2D` for ``target``: a dilated one in
+    every file; a grouped one in the native formulation."""
+    dilated = any(d != 1 for d in layer.dilation_rate)
+    return dilated or (layer.groups > 1 and target.grouped_conv == "native")
 
 
 def export_variant_of(layer, target):
     """What the exporters trace for ``layer`` in ``target``: a replacement layer, or None (as it is).
 
-    The layer's own ``export_variant`` when it has one; otherwise, for Keras' ``Conv2D`` with
-    ``groups > 1`` in an ONNX file in the native formulation, a :class:`GraphGroupedConv2D` with the
-    same configuration; otherwise None.
+    The layer's own ``export_variant`` when it has one; otherwise, for Keras' own layers:
+
+    - ``Conv2D``, dilated (every file) or grouped (native formulation): a :class:`GraphConv2D` with the
+      same configuration (required for grouped convolutions in ONNX files; for TFLite files it keeps
+      XNNPACK's graph whole);
+    - ``PReLU`` with a single slope in a full-integer int8 TFLite file: :class:`Int8PReLU` (XNNPACK
+      has no int8 PRELU). Per-channel slopes keep PRELU: as an int8 ``MUL`` operand a slope vector is
+      quantized with one scale for all channels, which cost LGAFResNet50's int8 file 0.01 of cosine
+      (0.987 -> 0.978 on face images, random weights); TFLite's int8 PRELU rescales per channel.
+
+    The last two only make a file faster: such a variant carries ``export_speed_only = True``, and the
+    exporter leaves the original in place when it sits where it cannot be swapped (inside a composite
+    layer without ``export_variant``).
     """
     hook = getattr(layer, "export_variant", None)
     if callable(hook):
         return hook(target)
+    if type(layer) is keras.layers.Conv2D and wants_graph_conv(layer, target):
+        variant = GraphConv2D.from_config(layer.get_config())
+        variant.export_speed_only = not (layer.groups > 1 and target.format == "onnx")
+        return variant
     if (
-        type(layer) is keras.layers.Conv2D
-        and layer.groups > 1
-        and target.format == "onnx"
-        and target.grouped_conv == "native"
+        type(layer) is keras.layers.PReLU
+        and target.format == "tflite"
+        and target.quantize == "int8"
+        and _single_slope(layer)
     ):
-        return GraphGroupedConv2D.from_config(layer.get_config())
+        variant = Int8PReLU.from_prelu(layer)
+        variant.export_speed_only = True
+        return variant
     return None

@@ -19,10 +19,13 @@ the -inf-padded max pool becomes an edge-padded one in int8 files.
 import functools
 
 import keras
+import numpy as np
 from keras import ops
 
 from keras_fr.layers.export_hooks import ExportHooks
-from keras_fr.layers.export_hooks import GraphGroupedConv2D
+from keras_fr.layers.export_hooks import GraphConv2D
+from keras_fr.layers.export_hooks import Int8PReLU
+from keras_fr.layers.export_hooks import graph_conv2d
 
 #: PyTorch BatchNorm defaults (eps 1e-5, momentum 0.1 == Keras momentum 0.9).
 BN_EPSILON = 1e-5
@@ -222,16 +225,27 @@ class MSConv(ExportHooks, keras.layers.Layer):
         bn = keras.layers.BatchNormalization(
             epsilon=BN_EPSILON, momentum=BN_MOMENTUM, dtype=policy, name=f"{prefix}_1"
         )
-        prelu = keras.layers.PReLU(
+        prelu_class, prelu_options = self._prelu_class()
+        prelu = prelu_class(
             alpha_initializer=keras.initializers.Constant(PRELU_INIT),
             shared_axes=[1, 2, 3],
             dtype=policy,
             name=f"{prefix}_2",
+            **prelu_options,
         )
         setattr(self, f"{prefix}_0", conv)
         setattr(self, f"{prefix}_1", bn)
         setattr(self, f"{prefix}_2", prelu)
         return conv, bn, prelu
+
+    def _prelu_class(self):
+        """The PReLU layer class and its extra options (an export copy may use another)."""
+        return keras.layers.PReLU, {}
+
+    def _split_conv(self, x, kernel, conv):
+        """One group's convolution in the split formulation."""
+        return ops.conv(x, kernel, strides=conv.strides, padding="valid", data_format="channels_last",
+                        dilation_rate=conv.dilation_rate)
 
     def _block(self, prefix):
         return getattr(self, f"{prefix}_0"), getattr(self, f"{prefix}_1"), getattr(self, f"{prefix}_2")
@@ -288,16 +302,7 @@ class MSConv(ExportHooks, keras.layers.Layer):
         for g in range(self.groups):
             xg = x[..., g * in_per_group : (g + 1) * in_per_group]
             kg = kernel[..., g * out_per_group : (g + 1) * out_per_group]
-            outputs.append(
-                ops.conv(
-                    xg,
-                    kg,
-                    strides=conv.strides,
-                    padding="valid",
-                    data_format="channels_last",
-                    dilation_rate=conv.dilation_rate,
-                )
-            )
+            outputs.append(self._split_conv(xg, kg, conv))
         return ops.concatenate(outputs, axis=-1)
 
     def _branch(self, x, index, training):
@@ -339,19 +344,24 @@ class MSConv(ExportHooks, keras.layers.Layer):
         return (input_shape[0], out(input_shape[1]), out(input_shape[2]), filters)
 
     def export_variant(self, target):
-        """Export hook: this layer in ``target.grouped_conv``'s formulation, or None if it is already.
+        """Export hook: a copy of this layer in ``target.grouped_conv``'s formulation, built to convert well.
 
-        For ONNX in the native formulation the copy's grouped convolutions are ``GraphGroupedConv2D``
-        layers, which tf2onnx turns into one ``Conv`` with ``group=G`` each. The copy has the same
-        name, configuration (but ``grouped_conv``) and weights layout.
+        The copy (same name, configuration but ``grouped_conv``, weights layout) emits each grouped
+        and/or dilated convolution as one graph convolution (:class:`GraphConv2D`; in the split
+        formulation the per-group convolutions likewise), so an ONNX file gets one ``Conv`` with
+        ``group=G`` and a TFLite file one ``CONV_2D`` with dilation factors instead of
+        space-to-batch operators that XNNPACK does not run. For a full-integer int8 TFLite file its
+        PReLUs are :class:`Int8PReLU` (XNNPACK has no int8 ``PRELU``).
         """
-        mode = target.grouped_conv
-        cls = _MSConvForGraphConverters if (target.format == "onnx" and mode == "native") else MSConv
-        if type(self) is cls and self.grouped_conv == mode:
-            return None
         config = self.get_config()
-        config["grouped_conv"] = mode
-        return cls.from_config(config)
+        config["grouped_conv"] = target.grouped_conv
+        copy = _MSConvForExport.from_config(config)
+        if target.format == "tflite" and target.quantize == "int8":
+            prefixes = [f"convs_{i}" for i in range(len(self._plans))] + ["fc", "fcs_0", "fcs_1", "fc_d"]
+            slopes = [w for prefix in prefixes if hasattr(self, f"{prefix}_2")
+                      for w in self._block(prefix)[2].get_weights()]
+            copy.int8_prelu = {"slopes_above_one": bool(any(np.any(np.asarray(w) > 1) for w in slopes))}
+        return copy
 
     def get_config(self):
         config = super().get_config()
@@ -370,13 +380,25 @@ class MSConv(ExportHooks, keras.layers.Layer):
         return config
 
 
-class _MSConvForGraphConverters(MSConv):
-    """MSConv whose grouped convolutions trace to single graph operations (``GraphGroupedConv2D``).
+class _MSConvForExport(MSConv):
+    """MSConv as ``MSConv.export_variant`` gives it to the exporters; never saved.
 
-    Only what ``MSConv.export_variant`` gives an ONNX export; never saved.
+    Grouped and dilated convolutions trace to single graph convolutions (:class:`GraphConv2D`,
+    :func:`graph_conv2d`); with ``int8_prelu`` set (the options of :class:`Int8PReLU`) before it is
+    built, its PReLUs are :class:`Int8PReLU`.
     """
 
-    _grouped_conv_class = GraphGroupedConv2D
+    _grouped_conv_class = GraphConv2D
+    int8_prelu = None
+
+    def _prelu_class(self):
+        if self.int8_prelu is None:
+            return super()._prelu_class()
+        return Int8PReLU, dict(self.int8_prelu)
+
+    def _split_conv(self, x, kernel, conv):
+        out = graph_conv2d(x, kernel, conv.strides, "valid", conv.dilation_rate)
+        return super()._split_conv(x, kernel, conv) if out is None else out
 
 
 @keras.saving.register_keras_serializable(package="keras_fr")

@@ -12,7 +12,8 @@ keras = pytest.importorskip("keras")
 from keras_fr.export import _prepare  # noqa: E402
 from keras_fr.layers.export_hooks import ExportHooks  # noqa: E402
 from keras_fr.layers.export_hooks import ExportTarget  # noqa: E402
-from keras_fr.layers.export_hooks import GraphGroupedConv2D  # noqa: E402
+from keras_fr.layers.export_hooks import GraphConv2D  # noqa: E402
+from keras_fr.layers.export_hooks import Int8PReLU  # noqa: E402
 from keras_fr.layers.export_hooks import export_variant_of  # noqa: E402
 
 PACKAGE = pathlib.Path(__file__).resolve().parents[2] / "keras_fr"
@@ -102,17 +103,91 @@ def test_a_variant_hidden_in_a_composite_layer_fails_loudly():
         _prepare.export_source(model, ExportTarget("onnx"))
 
 
-def test_keras_grouped_conv2d_gets_the_graph_formulation_for_onnx_only():
-    conv = keras.layers.Conv2D(8, 3, groups=4, name="g")
-    assert isinstance(export_variant_of(conv, ExportTarget("onnx")), GraphGroupedConv2D)
-    assert export_variant_of(conv, ExportTarget("tflite")) is None
-    assert export_variant_of(conv, ExportTarget("onnx", grouped_conv="split")) is None
-    graph = GraphGroupedConv2D.from_config(conv.get_config())
-    x = np.random.default_rng(1).normal(size=(1, 6, 6, 8)).astype("float32")
-    conv.build(x.shape)
+def _traced_op_types(layer, shape):
+    import tensorflow as tf
+
+    fn = tf.function(lambda x: layer(x))
+    graph = fn.get_concrete_function(tf.TensorSpec(shape, tf.float32)).graph
+    return {op.type for op in graph.get_operations()}
+
+
+def test_grouped_or_dilated_conv2d_gets_one_graph_convolution():
+    grouped = keras.layers.Conv2D(8, 3, groups=4, name="g")
+    dilated = keras.layers.Conv2D(8, 3, dilation_rate=2, name="d")
+    plain = keras.layers.Conv2D(8, 3, name="p")
+    for target in (ExportTarget("onnx"), ExportTarget("tflite"), ExportTarget("tflite", quantize="int8")):
+        assert isinstance(export_variant_of(grouped, target), GraphConv2D)
+        assert isinstance(export_variant_of(dilated, target), GraphConv2D)
+        assert export_variant_of(plain, target) is None
+    # The split formulation leaves grouped convolutions to the layers that split them.
+    assert export_variant_of(grouped, ExportTarget("onnx", grouped_conv="split")) is None
+    assert isinstance(export_variant_of(dilated, ExportTarget("onnx", grouped_conv="split")), GraphConv2D)
+    # Only the ONNX grouped one is required (tf2onnx cannot read Keras' XLA function); the rest speed up.
+    assert export_variant_of(grouped, ExportTarget("onnx")).export_speed_only is False
+    assert export_variant_of(grouped, ExportTarget("tflite")).export_speed_only is True
+    assert export_variant_of(dilated, ExportTarget("onnx")).export_speed_only is True
+
+    x = np.random.default_rng(1).normal(size=(1, 9, 9, 8)).astype("float32")
+    for conv in (grouped, dilated):
+        graph = GraphConv2D.from_config(conv.get_config())
+        conv.build(x.shape)
+        graph.build(x.shape)
+        graph.set_weights(conv.get_weights())
+        np.testing.assert_allclose(graph(x), conv(x), rtol=1e-5, atol=1e-6)  # eagerly: Keras' own conv
+    # Traced, Keras' dilated convolution is space-to-batch around a convolution (which XNNPACK cannot
+    # run in a TFLite file); the graph formulation is one Conv2D with dilations.
+    graph = GraphConv2D.from_config(dilated.get_config())
     graph.build(x.shape)
-    graph.set_weights(conv.get_weights())
-    np.testing.assert_allclose(graph(x), conv(x), rtol=1e-5, atol=1e-6)  # eagerly: Keras' own conv
+    assert "SpaceToBatchND" in _traced_op_types(dilated, x.shape)
+    ops = _traced_op_types(graph, x.shape)
+    assert "Conv2D" in ops and "SpaceToBatchND" not in ops and "BatchToSpaceND" not in ops
+
+
+@pytest.mark.parametrize("shared_axes", [None, [1, 2], [1, 2, 3]])
+@pytest.mark.parametrize("high", [False, True])
+def test_int8_prelu_computes_prelu(shared_axes, high):
+    rng = np.random.default_rng(3 + high)
+    prelu = keras.layers.PReLU(shared_axes=shared_axes, name="act")
+    x = rng.normal(size=(2, 5, 5, 6)).astype("float32")
+    prelu.build(x.shape)
+    alpha = rng.uniform(-0.5, 1.0, prelu.alpha.shape).astype("float32")
+    if high:
+        alpha.flat[0] = 1.7  # a slope above 1: max(x, a x) alone would be wrong
+    prelu.set_weights([alpha])
+    variant = export_variant_of(prelu, ExportTarget("tflite", quantize="int8"))
+    if shared_axes != [1, 2, 3]:
+        # Per-channel slopes keep int8 PRELU (a slope vector as an int8 MUL operand loses precision).
+        assert variant is None
+        variant = Int8PReLU.from_prelu(prelu)
+    else:
+        assert isinstance(variant, Int8PReLU) and variant.export_speed_only
+    assert variant.name == "act" and variant.slopes_above_one is high
+    variant.build(x.shape)
+    variant.set_weights(prelu.get_weights())
+    expected = np.where(x > 0, x, alpha * x)  # NumPy's PReLU, float32 broadcast of the slopes
+    np.testing.assert_allclose(np.asarray(variant(x)), expected, rtol=1e-6, atol=1e-6)
+    # Float files keep PRELU (XNNPACK runs it in float32).
+    assert export_variant_of(prelu, ExportTarget("tflite")) is None
+    assert export_variant_of(prelu, ExportTarget("tflite", quantize="float16")) is None
+    assert export_variant_of(prelu, ExportTarget("onnx")) is None
+
+
+def test_a_speed_only_variant_inside_a_composite_layer_is_left_as_it_is():
+    class Holder(keras.layers.Layer):  # no export_variant of its own
+        def __init__(self, **kwargs):
+            super().__init__(**kwargs)
+            self.act = keras.layers.PReLU(shared_axes=[1, 2, 3], name="inner_prelu")
+
+        def call(self, x):
+            return self.act(x)
+
+    inputs = keras.Input((4, 4, 3))
+    outputs = keras.layers.PReLU(shared_axes=[1, 2, 3], name="outer_prelu")(Holder(name="holder")(inputs))
+    model = keras.Model(inputs, outputs)
+    clone = _prepare.export_source(model, ExportTarget("tflite", quantize="int8"))
+    # The graph's own PReLU is swapped; the one inside the composite layer stays (no error).
+    assert isinstance(clone.get_layer("outer_prelu"), Int8PReLU)
+    assert type(clone.get_layer("holder").act) is keras.layers.PReLU
 
 
 def test_the_package_uses_no_private_keras():
