@@ -162,3 +162,37 @@ def test_reschedule_changes_only_the_phases_and_is_recorded(tmp_path):
     shorter.run(max_steps=3)
     saved = torch.load(tmp_path / "r" / "last.pt", weights_only=True)
     assert saved["schedule_changes"] == [[2, "32:3,48:1", "32:2,48:1"]] and saved["total_steps"] == 6
+
+
+def test_switch_precision_changes_only_bf16_and_is_recorded(tmp_path):
+    torch.set_num_threads(1)
+    tod = _load_script()
+    quiet = lambda *a: None  # noqa: E731
+    run = tod.DistillRun(_config(bf16=True), _data(tod), _val(tod), tmp_path / "r", log=quiet)
+    run.run(max_steps=2)
+    # Without --switch-precision another precision is refused, naming the setting.
+    fp32 = tod.DistillRun(_config(bf16=False), _data(tod), _val(tod), tmp_path / "r", log=quiet)
+    with pytest.raises(SystemExit, match="bf16"):
+        fp32.load(tmp_path / "r" / "last.pt")
+    # --reschedule does not open it either.
+    fp32 = tod.DistillRun(_config(bf16=False), _data(tod), _val(tod), tmp_path / "r", log=quiet)
+    fp32.allow_reschedule = True
+    with pytest.raises(SystemExit, match="bf16"):
+        fp32.load(tmp_path / "r" / "last.pt")
+    fp32 = tod.DistillRun(_config(bf16=False), _data(tod), _val(tod), tmp_path / "r", log=quiet)
+    fp32.allow_precision_switch = True
+    fp32.load(tmp_path / "r" / "last.pt")
+    assert fp32.step == 2 and fp32.cfg["bf16"] is False and fp32.precision_changes == [[2, True, False]]
+    assert (_flat(run) - _flat(fp32)).abs().max().item() == 0.0  # same weights, only the autocast changes
+    # Another setting is still refused with --switch-precision.
+    other = tod.DistillRun(_config(bf16=False, lr=5e-4), _data(tod), _val(tod), tmp_path / "r", log=quiet)
+    other.allow_precision_switch = True
+    with pytest.raises(SystemExit, match="lr"):
+        other.load(tmp_path / "r" / "last.pt")
+    # The switch is kept in the next checkpoint, and a resume in the new precision needs no flag.
+    fp32.run(max_steps=3)
+    saved = torch.load(tmp_path / "r" / "last.pt", weights_only=True)
+    assert saved["precision_changes"] == [[2, True, False]] and saved["config"]["bf16"] is False
+    again = tod.DistillRun(_config(bf16=False), _data(tod), _val(tod), tmp_path / "r", log=quiet)
+    again.load(tmp_path / "r" / "last.pt")
+    assert again.step == 3 and again.precision_changes == [[2, True, False]]
