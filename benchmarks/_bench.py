@@ -37,13 +37,50 @@ def write_json(path, payload):
             os.remove(tmp)
 
 
+#: CPU features that decide which kernels run: float32 width (AVX2 / AVX-512), bfloat16 and int8
+#: units (AVX512_BF16, AMX, VNNI), native float16 (AVX512_FP16).
+CPU_FEATURES = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "avx512_fp16", "amx_tile",
+                "amx_bf16", "amx_int8")
+
+
+def cpu_info(path="/proc/cpuinfo"):
+    """``(model name, [features of CPU_FEATURES it has])`` from ``path``, or ``("unknown", [])``.
+
+    Figures measured on one machine do not carry to another: between sessions this project has run on
+    an AVX-512 + AMX machine and on an AVX2-only one, where bfloat16 autocast trains 13x slower than
+    float32 and int8 TFLite files lose to float32. Every result file records which CPU it came from.
+    """
+    model, flags = "unknown", set()
+    try:
+        with open(path, encoding="utf-8") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                key = key.strip()
+                if key == "model name" and model == "unknown":
+                    model = value.strip()
+                elif key == "flags" and not flags:
+                    flags = set(value.split())
+    except OSError:
+        pass
+    return model, [name for name in CPU_FEATURES if name in flags]
+
+
+def cpu_line():
+    """One line naming the CPU and its relevant features, for a benchmark's printed header."""
+    model, features = cpu_info()
+    return f"CPU: {model}, {os.cpu_count()} logical cores; {' '.join(features) or 'no listed features'}"
+
+
 def machine_info():
-    """Platform, CPU count, visible GPUs and the TensorFlow version (imports TensorFlow)."""
+    """Platform, CPU (model, count, features), visible GPUs and the TensorFlow version (imports TensorFlow)."""
     import tensorflow as tf
 
+    model, features = cpu_info()
     return {
         "platform": platform.platform(),
         "processor": platform.processor(),
+        "cpu_model": model,
+        "cpu_features": features,
         "cpu_count": os.cpu_count(),
         "python": platform.python_version(),
         "gpus": [g.name for g in tf.config.list_physical_devices("GPU")],

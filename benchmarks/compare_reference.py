@@ -441,6 +441,7 @@ def _fmt(value, spec):
 
 def print_table(rows, peak, quick):
     print()
+    print(_bench.cpu_line())
     print(f"CPU peak (matmul {peak['n']}x{peak['n']}): float32 {peak['float32_gflops']:.1f} GFLOP/s "
           f"(NumPy {peak['float32_numpy_gflops']:.1f}, torch {peak['float32_torch_gflops']:.1f}); "
           f"bfloat16 {peak['bfloat16_gflops']:.1f} GFLOP/s (torch)")
