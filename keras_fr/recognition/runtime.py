@@ -7,9 +7,13 @@
   XNNPACK on all the process's cores.
 - ``"onnx"``: an ONNX file of the model, run by ONNX Runtime (CPU) on all the process's cores.
 - ``"auto"`` (default): ``"tflite"`` when it can be used (TensorFlow backend, the ``export`` extra
-  installed, weights with a file to hash), Keras otherwise (and for batches larger than
-  :data:`AUTO_MAX_BATCH`, when that is set). If building the file fails, ``"auto"`` says so on
-  stderr and stays with Keras; an explicit ``"tflite"`` / ``"onnx"`` raises instead.
+  installed, weights with a file to hash) and faster, Keras otherwise (and for batches larger than
+  :data:`AUTO_MAX_BATCH`, when that is set). Faster: when the file is built (once), the file and the
+  Keras model each run one face :data:`TIMING_CALLS` times at batch 1 and the record keeps both
+  median times; ``"auto"`` stays with Keras when Keras took at most :data:`AUTO_MARGIN` of the file's
+  time (LGAFResNet100 ran 3.4 images/s in Keras with XLA and 2.3 in its TFLite file,
+  docs/benchmarks.md). If building the file fails, ``"auto"`` says so on stderr and stays with Keras;
+  an explicit ``"tflite"`` / ``"onnx"`` raises instead.
 
 **How a file is made.** With the exporters of :mod:`keras_fr.export` (builtin operators only,
 written atomically), then checked here on face-like images (:func:`keras_fr.export.synthetic_faces`,
@@ -39,6 +43,7 @@ import os
 import shutil
 import sys
 import tempfile
+import time
 
 import numpy as np
 
@@ -56,6 +61,11 @@ MIN_COSINE = 0.9999
 #: docs/recognition.md "Runtimes") found the file ahead of Keras at every batch size, so there is no
 #: limit until a quiet-machine run (benchmarks/compare_reference.py) shows Keras ahead somewhere.
 AUTO_MAX_BATCH = None
+#: Timed batch-1 calls of the file and of Keras when ``"auto"`` builds a file (after one warm-up each).
+TIMING_CALLS = 5
+#: ``"auto"`` runs Keras instead of the file when Keras' batch-1 time is at most this fraction of the
+#: file's (a margin against timing noise: a near tie keeps the file).
+AUTO_MARGIN = 0.9
 #: Face-like images in the build-time check (then the first one alone, at batch 1).
 VERIFY_SAMPLES = 8
 #: Probe images whose Keras embeddings the record keeps, to re-check a cached file on load.
@@ -200,10 +210,11 @@ class InferenceRuntime:
         requested: the ``runtime`` asked for (``"auto"``, ``"keras"``, ``"tflite"``, ``"onnx"``).
         name: the runtime small batches go to (``"keras"``, ``"tflite"`` or ``"onnx"``).
         max_batch: batches larger than this go to Keras (``None``: no limit); set for ``"auto"``.
-        path: the cached file, or None (Keras, or a file that was not cached).
+        path: the cached file, or None (no file, or a file that was not cached). Also set when
+            ``"auto"`` built a file and then chose Keras because Keras was timed faster.
         cached: the file was found in the cache (not built by this process).
         min_cosine: the smallest cosine with Keras measured when the file was built or loaded.
-        note: why ``"auto"`` stayed with Keras, if it did.
+        note: why ``"auto"`` stayed with Keras, if it did (no file possible, or Keras faster).
     """
 
     def __init__(self, model, requested, name, runner=None, path=None, cached=False, min_cosine=None,
@@ -296,7 +307,7 @@ def _entry_paths(cache_dir, key):
 
 
 def _load_cached(model, key, artifact, record_path, preprocess, threads):
-    """``(runner, min_cosine)`` of a valid cache entry, or None (missing, stale or corrupt).
+    """``(runner, min_cosine, record)`` of a valid cache entry, or None (missing, stale or corrupt).
 
     Valid: the record is JSON with the expected key, the file's sha256 is the recorded one, and the
     file reproduces ``model`` on :data:`PROBE_SAMPLES` face-like images (so a file is never used for a
@@ -314,7 +325,7 @@ def _load_cached(model, key, artifact, record_path, preprocess, threads):
         cosine = _min_cosine(np.asarray(model(probe, training=False), np.float32), runner(probe))
     except Exception:  # noqa: BLE001 - an unreadable entry of any kind is rebuilt, never trusted
         return None
-    return (runner, cosine) if cosine >= MIN_COSINE else None
+    return (runner, cosine, record) if cosine >= MIN_COSINE else None
 
 
 def _arcface_preprocess(x):
@@ -344,6 +355,35 @@ def _build(model, kind, folder, size, preprocess, threads, content=False):
             f"{cosine:.6f} < {MIN_COSINE}"
         )
     return path, runner, cosine
+
+
+def _batch1_seconds(run, x, calls=TIMING_CALLS):
+    """Median seconds of ``run(x)`` over ``calls`` calls, after one untimed warm-up call."""
+    run(x)  # traces Keras' predict function / plans the interpreter
+    times = []
+    for _ in range(calls):
+        start = time.perf_counter()
+        run(x)
+        times.append(time.perf_counter() - start)
+    return float(np.median(times))
+
+
+def _time_batch1(model, runner, kind, size, preprocess):
+    """``{"batch": 1, kind: seconds, "keras": seconds}`` for one face-like image."""
+    x = _probe_inputs(size, 1, preprocess, seed=5)
+    return {"batch": 1, kind: _batch1_seconds(runner, x), "keras": _batch1_seconds(_KerasRunner(model), x)}
+
+
+def _keras_is_faster(timing, kind):
+    """Why ``"auto"`` should run Keras instead of the ``kind`` file (``timing`` from the record), or ``""``."""
+    try:
+        keras_s, file_s = float(timing["keras"]), float(timing[kind])
+    except (KeyError, TypeError, ValueError):
+        return ""
+    if not (keras_s > 0 and file_s > 0) or keras_s > AUTO_MARGIN * file_s:
+        return ""
+    return (f"Keras ran batch 1 in {keras_s * 1000:.1f} ms, the {kind} file in {file_s * 1000:.1f} ms "
+            "(timed when the file was built)")
 
 
 def _say(message):
@@ -423,9 +463,13 @@ def _cached_runtime(model, model_name, weights_hash, runtime, kind, cache_dir, s
     artifact, record_path = _entry_paths(cache_dir, key)
     found = _load_cached(model, key, artifact, record_path, preprocess, threads)
     if found is not None:
-        runner, cosine = found
-        return InferenceRuntime(model, runtime, kind, runner, path=artifact, cached=True, min_cosine=cosine,
-                                max_batch=max_batch)
+        runner, cosine, record = found
+        if runtime == "auto" and not isinstance(record.get("batch1_seconds"), dict):
+            # An entry built for an explicit runtime has no timing yet: time it once and keep it.
+            record["batch1_seconds"] = _time_batch1(model, runner, kind, size, preprocess)
+            write_text(record_path, json.dumps(record, indent=1) + "\n")
+        return _auto_or_file(model, runtime, kind, runner, artifact, True, cosine, max_batch,
+                             record.get("batch1_seconds"))
     _say(f"building a verified {kind} file of {model_name} for fast inference (once; cached in {cache_dir})")
     for stale in (record_path, artifact):  # the record goes first: an entry without one is never used
         with contextlib.suppress(FileNotFoundError):
@@ -440,9 +484,22 @@ def _cached_runtime(model, model_name, weights_hash, runtime, kind, cache_dir, s
             "min_cosine": cosine,
             "verified_on": f"{VERIFY_SAMPLES} synthetic face-like images (batch {VERIFY_SAMPLES} and 1)",
         }
+        if runtime == "auto":
+            record["batch1_seconds"] = _time_batch1(model, runner, kind, size, preprocess)
         os.replace(built, artifact)  # same folder: atomic; the file was written whole by the exporter
         write_text(record_path, json.dumps(record, indent=1) + "\n")
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     runner = _RUNNERS[kind](path=artifact, threads=threads)
-    return InferenceRuntime(model, runtime, kind, runner, path=artifact, min_cosine=cosine, max_batch=max_batch)
+    return _auto_or_file(model, runtime, kind, runner, artifact, False, cosine, max_batch,
+                         record.get("batch1_seconds"))
+
+
+def _auto_or_file(model, runtime, kind, runner, artifact, cached, cosine, max_batch, timing):
+    """The runtime over a verified file; for ``"auto"``, Keras instead when the timing says it is faster."""
+    why = _keras_is_faster(timing, kind) if runtime == "auto" else ""
+    if why:
+        return InferenceRuntime(model, runtime, "keras", path=artifact, cached=cached, min_cosine=cosine,
+                                note=why)
+    return InferenceRuntime(model, runtime, kind, runner, path=artifact, cached=cached, min_cosine=cosine,
+                            max_batch=max_batch)

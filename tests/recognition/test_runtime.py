@@ -236,3 +236,78 @@ def test_keras_runner_uses_the_compiled_predict_function(weights_files):
     x = np.asarray(crops(3), np.float32) / 127.5 - 1.0
     np.testing.assert_allclose(runner(x), np.asarray(model(x, training=False)), rtol=1e-5, atol=1e-5)
     assert model.predict_function is not None  # the traced function was built and used
+
+
+@pytest.fixture
+def timings(monkeypatch):
+    """Fakes the batch-1 timing: ``timings["keras"]`` / ``timings["file"]`` seconds; counts the calls."""
+    state = {"keras": 0.010, "file": 0.020, "calls": 0}
+
+    def fake(run, x, calls=rt.TIMING_CALLS):
+        state["calls"] += 1
+        return state["keras"] if isinstance(run, rt._KerasRunner) else state["file"]
+
+    monkeypatch.setattr(rt, "_batch1_seconds", fake)
+    return state
+
+
+def _record(fr):
+    return json.loads(open(fr.runtime.path[: -len(".tflite")] + ".json").read())
+
+
+def test_auto_runs_keras_when_keras_was_timed_faster(weights_files, tmp_path, exports, timings):
+    model, weights = weights_files[0]
+    fr = recognizer(model, weights, tmp_path)
+    # The file was built, checked and timed (file and Keras once each), and Keras won by more than the margin.
+    assert exports == ["tflite"] and timings["calls"] == 2
+    assert fr.runtime.name == "keras" and fr.runtime.path.endswith(".tflite")
+    assert "Keras ran batch 1 in 10.0 ms, the tflite file in 20.0 ms" in fr.runtime.note
+    assert _record(fr)["batch1_seconds"] == {"batch": 1, "tflite": 0.020, "keras": 0.010}
+    x = fr._preprocess(crops().astype(np.float32))
+    np.testing.assert_array_equal(fr.runtime(x[:1]), np.asarray(model.predict_on_batch(x[:1])))
+    # Reused from the cache: the recorded timing decides, nothing is timed or exported again.
+    again = recognizer(model, weights, tmp_path)
+    assert again.runtime.cached and again.runtime.name == "keras"
+    assert exports == ["tflite"] and timings["calls"] == 2
+    # An explicit runtime is never swapped for Keras.
+    explicit = recognizer(model, weights, tmp_path, runtime="tflite")
+    assert explicit.runtime.name == "tflite" and timings["calls"] == 2
+
+
+def test_auto_keeps_the_file_on_a_near_tie(weights_files, tmp_path, exports, timings):
+    model, weights = weights_files[0]
+    timings["keras"] = 0.019  # 95% of the file's time: within the margin
+    fr = recognizer(model, weights, tmp_path)
+    assert fr.runtime.name == "tflite" and fr.runtime.note == ""
+    assert rt.AUTO_MARGIN * 0.020 < 0.019
+
+
+def test_auto_times_an_entry_built_for_an_explicit_runtime_once(weights_files, tmp_path, exports, timings):
+    model, weights = weights_files[1]
+    explicit = recognizer(model, weights, tmp_path, runtime="tflite")
+    assert explicit.runtime.name == "tflite" and timings["calls"] == 0
+    assert "batch1_seconds" not in _record(explicit)
+    auto = recognizer(model, weights, tmp_path)
+    assert auto.runtime.cached and auto.runtime.name == "keras" and timings["calls"] == 2
+    assert _record(auto)["batch1_seconds"]["keras"] == 0.010 and exports == ["tflite"]
+    recognizer(model, weights, tmp_path)
+    assert timings["calls"] == 2  # kept in the record
+
+
+def test_batch1_timing_and_the_choice_rule():
+    calls = []
+
+    def run(x):
+        calls.append(len(x))
+        import time
+
+        time.sleep(0.004 if len(calls) > 1 else 0.05)  # the first (warm-up) call is slow and not timed
+
+    seconds = rt._batch1_seconds(run, np.zeros((1, 2)), calls=3)
+    assert len(calls) == 4 and 0.004 <= seconds < 0.05
+    assert rt._keras_is_faster({"keras": 0.01, "tflite": 0.02}, "tflite")
+    assert not rt._keras_is_faster({"keras": 0.02, "tflite": 0.01}, "tflite")
+    # A record with a missing, foreign or malformed timing keeps the file.
+    for timing in (None, {}, {"keras": 0.01}, {"keras": "x", "tflite": 0.02}, {"keras": 0, "tflite": 0.02},
+                   {"keras": 0.01, "onnx": 0.02}):
+        assert rt._keras_is_faster(timing, "tflite") == ""
