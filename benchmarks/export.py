@@ -141,11 +141,17 @@ def bench_model(name, args, iterations, workdir):
     measure("keras-xla", keras_runner(model, jit_compile=True))
     for quantize in (None, "float16", "int8"):
         path = workdir / f"{name}_{quantize or 'float32'}.tflite"
-        report = export.to_tflite(
-            model, path, quantize=quantize,
-            representative_data=calib if quantize == "int8" else None,
-            num_calibration_samples=num_calib,
-        )
+        try:
+            report = export.to_tflite(
+                model, path, quantize=quantize,
+                representative_data=calib if quantize == "int8" else None,
+                num_calibration_samples=num_calib,
+            )
+        except export.ExportVerificationError as exc:  # a file that misses its bar is a result too
+            row = {"model": name, "runtime": f"tflite-{quantize or 'float32'}", "failed": str(exc)}
+            rows.append(row)
+            print(f"{name:<18} {row['runtime']:<16} failed: {exc}", flush=True)
+            continue
         runner = tflite_runner(path, args.threads)
         measure(f"tflite-{quantize or 'float32'}", runner, report.size_bytes, report)
         path.unlink()
@@ -181,6 +187,7 @@ def main(argv=None):
     if unknown:
         raise SystemExit(f"unknown model(s) {unknown}; choose from {', '.join(sorted(MODELS))}")
     iterations = args.iterations or (2 if args.quick else 8)
+    print(_bench.cpu_line())
     print(HEADER)
     all_rows, sources = [], set()
     with tempfile.TemporaryDirectory() as tmp:
@@ -196,6 +203,8 @@ def main(argv=None):
         "machine": {
             "platform": platform.platform(),
             "cpus": os.cpu_count(),
+            "cpu_model": _bench.cpu_info()[0],
+            "cpu_features": _bench.cpu_info()[1],
             "python": platform.python_version(),
         },
         "versions": {"tensorflow": tf.__version__, "keras": keras.__version__},
