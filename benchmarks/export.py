@@ -198,13 +198,14 @@ def main(argv=None):
     import keras
     import tensorflow as tf
 
+    cpu_model, cpu_features = _bench.cpu_info()
     result = {
         "command": "python benchmarks/export.py " + " ".join(argv if argv is not None else sys.argv[1:]),
         "machine": {
             "platform": platform.platform(),
             "cpus": os.cpu_count(),
-            "cpu_model": _bench.cpu_info()[0],
-            "cpu_features": _bench.cpu_info()[1],
+            "cpu_model": cpu_model,
+            "cpu_features": cpu_features,
             "python": platform.python_version(),
         },
         "versions": {"tensorflow": tf.__version__, "keras": keras.__version__},

@@ -19,7 +19,6 @@ the -inf-padded max pool becomes an edge-padded one in int8 files.
 import functools
 
 import keras
-import numpy as np
 from keras import ops
 
 from keras_fr.layers.export_hooks import ExportHooks
@@ -247,6 +246,10 @@ class MSConv(ExportHooks, keras.layers.Layer):
         return ops.conv(x, kernel, strides=conv.strides, padding="valid", data_format="channels_last",
                         dilation_rate=conv.dilation_rate)
 
+    def _block_prefixes(self):
+        """The prefixes of every conv + BN + PReLU block, in the order ``build`` creates them."""
+        return [f"convs_{i}" for i in range(len(self._plans))] + ["fc", "fcs_0", "fcs_1", "fc_d"]
+
     def _block(self, prefix):
         return getattr(self, f"{prefix}_0"), getattr(self, f"{prefix}_1"), getattr(self, f"{prefix}_2")
 
@@ -357,10 +360,8 @@ class MSConv(ExportHooks, keras.layers.Layer):
         config["grouped_conv"] = target.grouped_conv
         copy = _MSConvForExport.from_config(config)
         if target.format == "tflite" and target.quantize == "int8":
-            prefixes = [f"convs_{i}" for i in range(len(self._plans))] + ["fc", "fcs_0", "fcs_1", "fc_d"]
-            slopes = [w for prefix in prefixes if hasattr(self, f"{prefix}_2")
-                      for w in self._block(prefix)[2].get_weights()]
-            copy.int8_prelu = {"slopes_above_one": bool(any(np.any(np.asarray(w) > 1) for w in slopes))}
+            prelus = [self._block(p)[2] for p in self._block_prefixes() if hasattr(self, f"{p}_2")]
+            copy.int8_prelu = {"slopes_above_one": Int8PReLU.any_slope_above_one(prelus)}
         return copy
 
     def get_config(self):
