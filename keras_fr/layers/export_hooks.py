@@ -38,8 +38,8 @@ error naming it, rather than tracing the wrong formulation. A variant that only 
 :class:`ExportHooks` is a mixin holding the defaults and this documentation; inheriting from it is
 optional (the exporters look the names up on any layer). :func:`export_variant_of` is what the
 exporters call: the layer's own answer, or for some of Keras' own layers a formulation that converts
-better (a grouped or dilated ``Conv2D`` as one graph convolution, :class:`GraphConv2D`; a ``PReLU`` in
-int8 files as :class:`Int8PReLU`).
+better (a grouped or dilated ``Conv2D`` as one graph convolution, :class:`GraphConv2D`). PReLUs are
+traced as they are (see :class:`Int8PReLU` for why int8 files keep ``PRELU``).
 """
 
 import dataclasses
@@ -161,8 +161,13 @@ class Int8PReLU(keras.layers.PReLU):
     XNNPACK runs no int8 ``PRELU``: in an int8 file each one falls back to TFLite's reference kernel
     and splits the delegated graph (an MSConvResNet26 file had 63 partitions), which made int8 slower
     than float32 for MSConv. ``MAXIMUM`` and ``MUL`` of int8 tensors run well (measured: MSConvResNet26's
-    int8 file 26.6 -> 15.2 ms at batch 1 on a 2-core AVX2 machine). The exporters use it for
-    single-slope PReLUs only (see :func:`export_variant_of`). ``max(x, a * x)``
+    int8 file 26.6 -> 15.2 ms at batch 1 on a 2-core AVX2 machine, with random weights).
+
+    **The exporters do not use it.** On trained weights it costs too much accuracy: the int8 file of
+    keras_fr's own ``msconv_resnet50`` / ``open_distill`` weights reached a min cosine to Keras of 0.80
+    with MSConv's PReLUs in this form, 0.981 with only the network's other PReLUs in it, and 0.990
+    with none (the same calibration; random weights, whose slopes are all 0.25, had passed at 0.98).
+    It stays available for experiments. ``max(x, a * x)``
     is PReLU exactly when every slope ``a`` is at most 1; with ``slopes_above_one=True`` (some slope
     above 1) the layer computes ``max(x, min(a, 1) x) + min(x, max(a, 1) x) - x``, also exact. The
     weights are PReLU's (one ``alpha``), so a PReLU's ``get_weights()`` fit; ``from_prelu`` chooses the
@@ -199,11 +204,6 @@ class Int8PReLU(keras.layers.PReLU):
         return config
 
 
-def _single_slope(layer):
-    """A PReLU with one slope for every position and channel (PyTorch's ``PReLU()``)."""
-    return layer.built and int(np.prod(layer.alpha.shape)) == 1
-
-
 def wants_graph_conv(layer, target):
     """Whether a ``Conv2D`` should be traced as :class:`GraphConv2D` for ``target``: a dilated one in
     every file; a grouped one in the native formulation."""
@@ -218,15 +218,12 @@ def export_variant_of(layer, target):
 
     - ``Conv2D``, dilated (every file) or grouped (native formulation): a :class:`GraphConv2D` with the
       same configuration (required for grouped convolutions in ONNX files; for TFLite files it keeps
-      XNNPACK's graph whole);
-    - ``PReLU`` with a single slope in a full-integer int8 TFLite file: :class:`Int8PReLU` (XNNPACK
-      has no int8 PRELU). Per-channel slopes keep PRELU: as an int8 ``MUL`` operand a slope vector is
-      quantized with one scale for all channels, which cost LGAFResNet50's int8 file 0.01 of cosine
-      (0.987 -> 0.978 on face images, random weights); TFLite's int8 PRELU rescales per channel.
+      XNNPACK's graph whole).
 
-    The last two only make a file faster: such a variant carries ``export_speed_only = True``, and the
+    Where the variant only makes a file faster it carries ``export_speed_only = True``, and the
     exporter leaves the original in place when it sits where it cannot be swapped (inside a composite
-    layer without ``export_variant``).
+    layer without ``export_variant``). PReLUs stay PReLUs in every file, int8 included (see
+    :class:`Int8PReLU`).
     """
     hook = getattr(layer, "export_variant", None)
     if callable(hook):
@@ -234,14 +231,5 @@ def export_variant_of(layer, target):
     if type(layer) is keras.layers.Conv2D and wants_graph_conv(layer, target):
         variant = GraphConv2D.from_config(layer.get_config())
         variant.export_speed_only = not (layer.groups > 1 and target.format == "onnx")
-        return variant
-    if (
-        type(layer) is keras.layers.PReLU
-        and target.format == "tflite"
-        and target.quantize == "int8"
-        and _single_slope(layer)
-    ):
-        variant = Int8PReLU.from_prelu(layer)
-        variant.export_speed_only = True
         return variant
     return None

@@ -23,7 +23,6 @@ from keras import ops
 
 from keras_fr.layers.export_hooks import ExportHooks
 from keras_fr.layers.export_hooks import GraphConv2D
-from keras_fr.layers.export_hooks import Int8PReLU
 from keras_fr.layers.export_hooks import graph_conv2d
 
 #: PyTorch BatchNorm defaults (eps 1e-5, momentum 0.1 == Keras momentum 0.9).
@@ -224,31 +223,21 @@ class MSConv(ExportHooks, keras.layers.Layer):
         bn = keras.layers.BatchNormalization(
             epsilon=BN_EPSILON, momentum=BN_MOMENTUM, dtype=policy, name=f"{prefix}_1"
         )
-        prelu_class, prelu_options = self._prelu_class()
-        prelu = prelu_class(
+        prelu = keras.layers.PReLU(
             alpha_initializer=keras.initializers.Constant(PRELU_INIT),
             shared_axes=[1, 2, 3],
             dtype=policy,
             name=f"{prefix}_2",
-            **prelu_options,
         )
         setattr(self, f"{prefix}_0", conv)
         setattr(self, f"{prefix}_1", bn)
         setattr(self, f"{prefix}_2", prelu)
         return conv, bn, prelu
 
-    def _prelu_class(self):
-        """The PReLU layer class and its extra options (an export copy may use another)."""
-        return keras.layers.PReLU, {}
-
     def _split_conv(self, x, kernel, conv):
         """One group's convolution in the split formulation."""
         return ops.conv(x, kernel, strides=conv.strides, padding="valid", data_format="channels_last",
                         dilation_rate=conv.dilation_rate)
-
-    def _block_prefixes(self):
-        """The prefixes of every conv + BN + PReLU block, in the order ``build`` creates them."""
-        return [f"convs_{i}" for i in range(len(self._plans))] + ["fc", "fcs_0", "fcs_1", "fc_d"]
 
     def _block(self, prefix):
         return getattr(self, f"{prefix}_0"), getattr(self, f"{prefix}_1"), getattr(self, f"{prefix}_2")
@@ -353,16 +342,12 @@ class MSConv(ExportHooks, keras.layers.Layer):
         and/or dilated convolution as one graph convolution (:class:`GraphConv2D`; in the split
         formulation the per-group convolutions likewise), so an ONNX file gets one ``Conv`` with
         ``group=G`` and a TFLite file one ``CONV_2D`` with dilation factors instead of
-        space-to-batch operators that XNNPACK does not run. For a full-integer int8 TFLite file its
-        PReLUs are :class:`Int8PReLU` (XNNPACK has no int8 ``PRELU``).
+        space-to-batch operators that XNNPACK does not run. Its PReLUs stay PReLUs in every file
+        (see :class:`~keras_fr.layers.export_hooks.Int8PReLU` for why).
         """
         config = self.get_config()
         config["grouped_conv"] = target.grouped_conv
-        copy = _MSConvForExport.from_config(config)
-        if target.format == "tflite" and target.quantize == "int8":
-            prelus = [self._block(p)[2] for p in self._block_prefixes() if hasattr(self, f"{p}_2")]
-            copy.int8_prelu = {"slopes_above_one": Int8PReLU.any_slope_above_one(prelus)}
-        return copy
+        return _MSConvForExport.from_config(config)
 
     def get_config(self):
         config = super().get_config()
@@ -385,17 +370,10 @@ class _MSConvForExport(MSConv):
     """MSConv as ``MSConv.export_variant`` gives it to the exporters; never saved.
 
     Grouped and dilated convolutions trace to single graph convolutions (:class:`GraphConv2D`,
-    :func:`graph_conv2d`); with ``int8_prelu`` set (the options of :class:`Int8PReLU`) before it is
-    built, its PReLUs are :class:`Int8PReLU`.
+    :func:`graph_conv2d`).
     """
 
     _grouped_conv_class = GraphConv2D
-    int8_prelu = None
-
-    def _prelu_class(self):
-        if self.int8_prelu is None:
-            return super()._prelu_class()
-        return Int8PReLU, dict(self.int8_prelu)
 
     def _split_conv(self, x, kernel, conv):
         out = graph_conv2d(x, kernel, conv.strides, "valid", conv.dilation_rate)

@@ -154,13 +154,9 @@ def test_int8_prelu_computes_prelu(shared_axes, high):
     if high:
         alpha.flat[0] = 1.7  # a slope above 1: max(x, a x) alone would be wrong
     prelu.set_weights([alpha])
-    variant = export_variant_of(prelu, ExportTarget("tflite", quantize="int8"))
-    if shared_axes != [1, 2, 3]:
-        # Per-channel slopes keep int8 PRELU (a slope vector as an int8 MUL operand loses precision).
-        assert variant is None
-        variant = Int8PReLU.from_prelu(prelu)
-    else:
-        assert isinstance(variant, Int8PReLU) and variant.export_speed_only
+    # The exporters keep PRELU in every file, int8 included (Int8PReLU cost trained weights accuracy).
+    assert export_variant_of(prelu, ExportTarget("tflite", quantize="int8")) is None
+    variant = Int8PReLU.from_prelu(prelu)
     assert variant.name == "act" and variant.slopes_above_one is high
     variant.build(x.shape)
     variant.set_weights(prelu.get_weights())
@@ -176,18 +172,19 @@ def test_a_speed_only_variant_inside_a_composite_layer_is_left_as_it_is():
     class Holder(keras.layers.Layer):  # no export_variant of its own
         def __init__(self, **kwargs):
             super().__init__(**kwargs)
-            self.act = keras.layers.PReLU(shared_axes=[1, 2, 3], name="inner_prelu")
+            self.conv = keras.layers.Conv2D(3, 3, padding="same", dilation_rate=2, name="inner_conv")
 
         def call(self, x):
-            return self.act(x)
+            return self.conv(x)
 
-    inputs = keras.Input((4, 4, 3))
-    outputs = keras.layers.PReLU(shared_axes=[1, 2, 3], name="outer_prelu")(Holder(name="holder")(inputs))
+    inputs = keras.Input((8, 8, 3))
+    inner = Holder(name="holder")(inputs)
+    outputs = keras.layers.Conv2D(3, 3, padding="same", dilation_rate=2, name="outer_conv")(inner)
     model = keras.Model(inputs, outputs)
-    clone = _prepare.export_source(model, ExportTarget("tflite", quantize="int8"))
-    # The graph's own PReLU is swapped; the one inside the composite layer stays (no error).
-    assert isinstance(clone.get_layer("outer_prelu"), Int8PReLU)
-    assert type(clone.get_layer("holder").act) is keras.layers.PReLU
+    clone = _prepare.export_source(model, ExportTarget("tflite"))
+    # The graph's own dilated convolution is swapped; the one inside the composite layer stays (no error).
+    assert isinstance(clone.get_layer("outer_conv"), GraphConv2D)
+    assert type(clone.get_layer("holder").conv) is keras.layers.Conv2D
 
 
 def test_the_package_uses_no_private_keras():
