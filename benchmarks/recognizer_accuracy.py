@@ -107,7 +107,9 @@ def use_tflite(recognizer, mode, folder):
                        representative_data=calib if mode == "int8" else None)
     print(f"tflite {mode}: {report.size_bytes / 1e6:.1f} MB, min cosine to Keras {report.min_cosine:.5f}",
           flush=True)
-    recognizer.model = _TFLiteModel(path)
+    # The recognizer embeds through its runtime (embed_crops calls self.runtime), not through .model:
+    # replacing .model alone would measure the default runtime again.
+    recognizer.runtime = _TFLiteModel(path)
     return {"mode": mode, "size_mb": round(report.size_bytes / 1e6, 1),
             "min_cosine_to_keras": round(float(report.min_cosine), 5)}
 
@@ -150,7 +152,9 @@ def main(argv=None):
     if unknown:
         parser.error(f"unknown sets {sorted(unknown)}; choose from {SETS}")
     limit = 200 if args.quick else None
-    recognizer = FaceRecognizer(args.model, weights=args.weights, batch_size=32)
+    # With --tflite the file below replaces the runtime: build no other one.
+    recognizer = FaceRecognizer(args.model, weights=args.weights, batch_size=32,
+                                runtime="keras" if args.tflite else "auto")
     tflite = None
     if args.tflite:
         import tempfile
@@ -180,40 +184,45 @@ def main(argv=None):
     write_json(output, {**header, "model": recognizer.model_name, "weights": args.weights, "tflite": tflite,
                         "results": results})
     if args.write_manifest and not args.quick:
-        from keras_fr._atomic import write_text
-
         path = os.path.join(ROOT, "weights", f"{recognizer.model_name}_{args.weights}.json")
-        with open(path, encoding="utf-8") as f:
-            manifest = json.load(f)
-        measured = {
-            k: {"accuracy": round(v["accuracy"], 2), "accuracy_std": round(v["accuracy_std"], 2)}
-            for k, v in results.items()
-            if k != "celeba_all"
-        }
-        if tflite:
-            manifest.setdefault("metrics", {}).setdefault("measured_here", {})[f"tflite_{args.tflite}"] = {
-                **tflite, **measured, "command": header["command"]}
-            write_text(path, json.dumps(manifest, indent=2) + "\n")
-            print(f"wrote {path}")
-            return
-        measured["protocol"] = (
-            "keras_fr.evaluation.verify_pairs, 10 folds, aligned 112x112 crops of ../shared/data "
-            "re-cropped by FaceRecognizer(aligned=True), cosine, no flip"
-        )
-        if "celeba_all" in results:
-            measured["celeba_test_all_pairs_tar"] = results["celeba_all"]["tar"]
-            manifest["calibration"] = {
-                **{k: results["celeba_all"][k] for k in ("score", "thresholds", "tar", "far_measured",
-                                                         "genuine_pairs", "impostor_pairs")},
-                "set": CELEBA_ALL_NAME,
-            }
-            manifest["calibration"]["command"] = header["command"]
-        measured["command"] = header["command"]
-        keep = {k: v for k, v in manifest.get("metrics", {}).get("measured_here", {}).items()
-                if k.startswith("tflite_")}
-        manifest.setdefault("metrics", {})["measured_here"] = {**measured, **keep}
+        update_manifest(path, results, tflite, args.tflite, header["command"])
+
+
+def update_manifest(path, results, tflite=None, tflite_mode=None, command=""):
+    """Store ``results`` (and the TFLite file's figures) in the preset manifest at ``path``."""
+    from keras_fr._atomic import write_text
+
+    with open(path, encoding="utf-8") as f:
+        manifest = json.load(f)
+    measured = {
+        k: {"accuracy": round(v["accuracy"], 2), "accuracy_std": round(v["accuracy_std"], 2)}
+        for k, v in results.items()
+        if k != "celeba_all"
+    }
+    if tflite:
+        manifest.setdefault("metrics", {}).setdefault("measured_here", {})[f"tflite_{tflite_mode}"] = {
+            **tflite, **measured, "command": command}
         write_text(path, json.dumps(manifest, indent=2) + "\n")
         print(f"wrote {path}")
+        return
+    measured["protocol"] = (
+        "keras_fr.evaluation.verify_pairs, 10 folds, aligned 112x112 crops of ../shared/data "
+        "re-cropped by FaceRecognizer(aligned=True), cosine, no flip"
+    )
+    if "celeba_all" in results:
+        measured["celeba_test_all_pairs_tar"] = results["celeba_all"]["tar"]
+        manifest["calibration"] = {
+            **{k: results["celeba_all"][k] for k in ("score", "thresholds", "tar", "far_measured",
+                                                     "genuine_pairs", "impostor_pairs")},
+            "set": CELEBA_ALL_NAME,
+        }
+        manifest["calibration"]["command"] = command
+    measured["command"] = command
+    keep = {k: v for k, v in manifest.get("metrics", {}).get("measured_here", {}).items()
+            if k.startswith("tflite_")}
+    manifest.setdefault("metrics", {})["measured_here"] = {**measured, **keep}
+    write_text(path, json.dumps(manifest, indent=2) + "\n")
+    print(f"wrote {path}")
 
 
 if __name__ == "__main__":
