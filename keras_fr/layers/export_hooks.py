@@ -182,13 +182,8 @@ class Int8PReLU(keras.layers.PReLU):
     def from_prelu(cls, layer):
         """The int8 formulation of the built PReLU ``layer`` (same configuration and name)."""
         config = layer.get_config()
-        config["slopes_above_one"] = cls.any_slope_above_one([layer])
+        config["slopes_above_one"] = bool(any(np.any(np.asarray(w) > 1) for w in layer.get_weights()))
         return cls.from_config(config)
-
-    @staticmethod
-    def any_slope_above_one(prelus):
-        """Whether any slope of the built PReLU layers ``prelus`` is above 1 (``slopes_above_one``)."""
-        return bool(any(np.any(np.asarray(w) > 1) for layer in prelus for w in layer.get_weights()))
 
     def call(self, inputs):
         alpha = keras.ops.cast(self.alpha, inputs.dtype)
