@@ -15,7 +15,9 @@ the two outputs are checked to agree. Then, with the same weights:
   ``model.fit`` under the ``mixed_bfloat16`` policy (``FaceTrainingModel`` + ``ArcFaceLoss``, as in
   ``benchmarks/training.py``) against PyTorch with ``torch.autocast("cpu", bfloat16)`` and
   channels-last tensors (the reference's best CPU setting). The first ``--warmup`` steps (tracing)
-  are not timed.
+  are not timed. For MSConvResNet50 the goal also asks for the same loss curve: ``--curve-steps`` (50)
+  steps of both on the same real faces from the same weights (``benchmarks/loss_curve.py``, which
+  needs ``../shared/data/celeba299``); the row is "met" only when it is as fast *and* the curves agree.
 
 PyTorch at batch 1, the batch-32 inference and the training rows each run in a fresh child process
 (so TensorFlow's and torch's thread pools never share the cores), whose peak resident memory
@@ -393,10 +395,26 @@ def bench_model(name, args, workdir, peak):
         torch_t = run_child(dict(job, framework="torch"), args.child_timeout)
         row = _pair_row(dict(common, flops_per_image=flops_train), "train", f"training b{batch}, bf16", batch,
                         keras_t, torch_t)
+        if ("train", name) in GOALS and args.curve_steps and not args.quick:
+            row["loss_curve"] = loss_curve_check(name, args, batch, workdir)
         rows.append(row)
     for row in rows:
         _finish_row(row, peak, args.quick)
     return rows
+
+
+def loss_curve_check(name, args, batch, workdir):
+    """The training goal's second half: the same loss curve as PyTorch over ``--curve-steps`` steps of
+    real faces (``benchmarks/loss_curve.py``); a summary dict, ``{"skipped": why}`` when it cannot run."""
+    import loss_curve
+
+    if not os.path.isdir(os.path.join(args.curve_data, "images")):
+        return {"skipped": f"celeba299 not found at {args.curve_data!r} (--curve-data)"}
+    result = loss_curve.run(name, args.curve_steps, batch, "bfloat16", args.curve_data,
+                            timeout=args.child_timeout * 4, workdir=workdir)
+    keep = ("steps", "precision", "lr", "num_classes", "max_rel_diff", "mean_rel_diff", "worst_step",
+            "tolerance", "agree", "keras_losses", "torch_losses")
+    return {key: result[key] for key in keep}
 
 
 def _pair_row(common, kind, label, batch, keras_r, torch_r):
@@ -430,6 +448,11 @@ def _finish_row(row, peak, quick):
         row["goal_status"] = "not measured"
     else:
         row["goal_status"] = "met" if row["ratio"] >= goal else "not met"
+    if goal is not None and row["kind"] == "train" and not quick:
+        # Speed alone does not meet the training goal: the loss curve must match PyTorch's too.
+        curve = row.get("loss_curve") or {"skipped": "not run (--curve-steps 0)"}
+        if not curve.get("agree"):
+            row["goal_status"] = "not met"
 
 
 def _fmt(value, spec):
@@ -463,6 +486,17 @@ def print_table(rows, peak, quick):
         for prefix in ("keras", "torch"):
             if f"{prefix}_failed" in r:
                 print(f"    {prefix} failed: {r[prefix + '_failed']}")
+    for r in rows:
+        curve = r.get("loss_curve")
+        if curve and "skipped" in curve:
+            print(f"{r['model']}: loss curve against PyTorch not measured: {curve['skipped']}")
+        elif curve:
+            print(f"{r['model']}: loss curve against PyTorch over {curve['steps']} steps ({curve['precision']}, "
+                  f"celeba299 train faces, {curve['num_classes']} classes): max relative difference "
+                  f"{curve['max_rel_diff']:.4f} at step {curve['worst_step']} (tolerance {curve['tolerance']}): "
+                  f"{'same curve' if curve['agree'] else 'the curves DIFFER'}; loss {curve['torch_losses'][0]:.2f} "
+                  f"-> {curve['torch_losses'][-1]:.2f} (PyTorch), {curve['keras_losses'][0]:.2f} -> "
+                  f"{curve['keras_losses'][-1]:.2f} (keras_fr)")
     print()
     for r in {r["model"]: r for r in rows}.values():
         print(f"{r['model']}: keras vs PyTorch outputs max |diff| {r['max_abs_diff']:.2e}, min cosine "
@@ -481,6 +515,10 @@ def parse_args(argv=None):
     parser.add_argument("--steps", type=int, default=None, help="timed training steps (default 3)")
     parser.add_argument("--num-classes", type=int, default=1000, help="identities in the ArcFace head")
     parser.add_argument("--skip-training", action="store_true", help="leave out the training rows")
+    parser.add_argument("--curve-steps", type=int, default=50,
+                        help="steps of the loss-curve comparison for the training goal (0: skip it)")
+    parser.add_argument("--curve-data", default=os.path.join(_bench.ROOT, os.pardir, "shared", "data", "celeba299"),
+                        help="the celeba299 folder whose train identities the loss-curve check trains on")
     parser.add_argument("--cache-dir", default=None,
                         help="runtime-file cache (default: a temporary folder, so each run builds "
                         "and checks its files afresh)")
@@ -496,6 +534,8 @@ def parse_args(argv=None):
     args.warmup = args.warmup if args.warmup is not None else (1 if args.quick else 2)
     args.steps = args.steps or (1 if args.quick else 3)
     args.threads = _threads()
+    if args.curve_steps < 0:
+        parser.error(f"--curve-steps must be >= 0; got {args.curve_steps}")
     for key in ("iters", "steps", "num_classes", "child_timeout"):
         value = getattr(args, key)
         if value is not None and value < 1:
@@ -532,7 +572,7 @@ def main(argv=None):
         "keras": keras.__version__,
         "backend": keras.backend.backend(),
         "settings": {k: getattr(args, k) for k in ("batch", "iters", "warmup", "steps", "num_classes",
-                                                   "no_jit", "skip_training")},
+                                                   "no_jit", "skip_training", "curve_steps")},
         "peak": peak,
         "goals": [{"kind": k, "model": m, "min_ratio": v} for (k, m), v in GOALS.items()],
         "rows": rows,
