@@ -10,7 +10,8 @@
   copied), the replaced layers' weights are copied, and the rebuilt model must reproduce the original.
 - ``grouped_conv_info`` / ``formulations``: whether the model has grouped convolutions, whether a layer
   offers the split formulation, and which formulations to try.
-- ``float32_layer_names``: the layers that stay float32 in an int8 file (``keep_float32_in_int8``).
+- ``float32_layer_names``: the layers that stay float32 in an int8 file (``keeps_float32_in_int8``:
+  those that declare ``keep_float32_in_int8``, and per-channel PReLUs).
 - ``serving_model``: a thin Functional wrapper that calls the model with ``training=False`` (BatchNorm
   uses its moving statistics; LGAF's ``FeatureQualityFusion`` uses its stored norm statistics and
   updates nothing), names the input ``input_image`` and optionally takes NCHW input.
@@ -20,7 +21,7 @@ import keras
 import numpy as np
 
 from keras_fr.export import _common
-from keras_fr.layers.export_hooks import export_variant_of
+from keras_fr.layers.export_hooks import export_variant_of, keeps_float32_in_int8
 from keras_fr.layers.traversal import child_layers
 from keras_fr.layers.traversal import walk_layers
 
@@ -39,7 +40,7 @@ def grouped_conv_info(model):
 
 def float32_layer_names(model):
     """Names of the layers (anywhere in ``model``) whose operators stay float32 in int8 files."""
-    return sorted({layer.name for layer in walk_layers(model) if getattr(layer, "keep_float32_in_int8", False)})
+    return sorted({layer.name for layer in walk_layers(model) if keeps_float32_in_int8(layer)})
 
 
 def variant_clone(model, target):

@@ -38,8 +38,9 @@ error naming it, rather than tracing the wrong formulation. A variant that only 
 :class:`ExportHooks` is a mixin holding the defaults and this documentation; inheriting from it is
 optional (the exporters look the names up on any layer). :func:`export_variant_of` is what the
 exporters call: the layer's own answer, or for some of Keras' own layers a formulation that converts
-better (a grouped or dilated ``Conv2D`` as one graph convolution, :class:`GraphConv2D`). PReLUs are
-traced as they are (see :class:`Int8PReLU` for why int8 files keep ``PRELU``).
+better (a grouped or dilated ``Conv2D`` as one graph convolution, :class:`GraphConv2D`; in int8 files a
+single-slope ``PReLU`` as :class:`LeakyPReLU`). :func:`keeps_float32_in_int8` says which layers stay
+float32 in int8 files (those that ask, and per-channel PReLUs).
 """
 
 import dataclasses
@@ -154,49 +155,59 @@ class GraphConv2D(keras.layers.Conv2D):
 GraphGroupedConv2D = GraphConv2D
 
 
+def _slope_count(prelu):
+    return int(np.prod(prelu.alpha.shape)) if prelu.built else None
+
+
 @keras.saving.register_keras_serializable(package="keras_fr")
-class Int8PReLU(keras.layers.PReLU):
-    """``PReLU`` written as ``max(x, a * x)`` for full-integer int8 TFLite files.
+class LeakyPReLU(keras.layers.PReLU):
+    """A single-slope ``PReLU`` traced as one leaky ReLU operator, for full-integer int8 TFLite files.
 
     XNNPACK runs no int8 ``PRELU``: in an int8 file each one falls back to TFLite's reference kernel
-    and splits the delegated graph (an MSConvResNet26 file had 63 partitions), which made int8 slower
-    than float32 for MSConv. ``MAXIMUM`` and ``MUL`` of int8 tensors run well (measured: MSConvResNet26's
-    int8 file 26.6 -> 15.2 ms at batch 1 on a 2-core AVX2 machine, with random weights).
+    and splits the delegated graph (MSConvResNet50, whose 129 PReLUs all have one slope, ran its int8
+    file in 117 pieces, slower than its float32 file). A PReLU with one slope for every position is
+    ``leaky_relu(x, a)``; traced on TensorFlow this layer emits ``tf.nn.leaky_relu`` with the slope read
+    from its weight as a constant, which the converter maps to ``LEAKY_RELU``. In an int8 file that
+    operator keeps the slope as a float multiplier (not an int8 constant), and XNNPACK runs it. Any slope
+    works, negative or above 1 (``x`` where ``x > 0``, else ``a x``).
 
-    **The exporters do not use it.** On trained weights it costs too much accuracy: the int8 file of
-    keras_fr's own ``msconv_resnet50`` / ``open_distill`` weights reached a min cosine to Keras of 0.80
-    with MSConv's PReLUs in this form, 0.981 with only the network's other PReLUs in it, and 0.990
-    with none (the same calibration; random weights, whose slopes are all 0.25, had passed at 0.98).
-    It stays available for experiments. ``max(x, a * x)``
-    is PReLU exactly when every slope ``a`` is at most 1; with ``slopes_above_one=True`` (some slope
-    above 1) the layer computes ``max(x, min(a, 1) x) + min(x, max(a, 1) x) - x``, also exact. The
-    weights are PReLU's (one ``alpha``), so a PReLU's ``get_weights()`` fit; ``from_prelu`` chooses the
-    flag from the slopes. Float32 files keep ``PRELU`` (XNNPACK runs it, faster than the two operators).
+    Run eagerly (or on another backend) it is Keras' ``PReLU``, so the exporters' check compares it with
+    the original. The weights are PReLU's (one ``alpha``); the slope is read when the layer is traced,
+    so set the weights first (the exporters do). Earlier, ``max(x, a * x)`` was tried: the same function,
+    but its int8 ``MUL`` by a quantized slope and the shared scale of ``MAXIMUM`` cost the trained
+    ``open_distill`` weights too much (min cosine 0.80 against 0.990 with ``PRELU``).
     """
-
-    def __init__(self, slopes_above_one=False, **kwargs):
-        super().__init__(**kwargs)
-        self.slopes_above_one = bool(slopes_above_one)
 
     @classmethod
     def from_prelu(cls, layer):
-        """The int8 formulation of the built PReLU ``layer`` (same configuration and name)."""
-        config = layer.get_config()
-        config["slopes_above_one"] = bool(any(np.any(np.asarray(w) > 1) for w in layer.get_weights()))
-        return cls.from_config(config)
+        """The leaky formulation of ``layer`` (a ``PReLU`` with one slope: same configuration and name)."""
+        count = _slope_count(layer)
+        if count not in (None, 1):
+            raise ValueError(f"LeakyPReLU: layer {layer.name!r} has {count} slopes; a leaky ReLU has one.")
+        return cls.from_config(layer.get_config())
 
     def call(self, inputs):
-        alpha = keras.ops.cast(self.alpha, inputs.dtype)
-        if not self.slopes_above_one:
-            return keras.ops.maximum(inputs, alpha * inputs)
-        low = keras.ops.minimum(alpha, 1.0)
-        high = keras.ops.maximum(alpha, 1.0)
-        return keras.ops.maximum(inputs, low * inputs) + keras.ops.minimum(inputs, high * inputs) - inputs
+        if keras.backend.backend() == "tensorflow" and int(np.prod(self.alpha.shape)) == 1:
+            import tensorflow as tf  # the TensorFlow backend is active, so TensorFlow is imported already
 
-    def get_config(self):
-        config = super().get_config()
-        config["slopes_above_one"] = self.slopes_above_one
-        return config
+            if not tf.executing_eagerly():
+                with tf.init_scope():  # the slope's current value, as a constant of the traced graph
+                    slope = float(np.asarray(self.alpha.numpy()).reshape(-1)[0])
+                return tf.nn.leaky_relu(inputs, alpha=slope)
+        return super().call(inputs)
+
+
+def keeps_float32_in_int8(layer):
+    """Whether ``layer``'s operators stay float32 in a full-integer int8 TFLite file.
+
+    The layer's own ``keep_float32_in_int8``; otherwise true for Keras' ``PReLU`` with more than one
+    slope (per-channel, as in the IResNets): XNNPACK has no int8 ``PRELU``, so an int8 one would run
+    outside the delegate and split its graph, while a float32 ``PRELU`` between ``DEQUANTIZE`` and
+    ``QUANTIZE`` stays inside it, with float slopes. (A single-slope PReLU becomes :class:`LeakyPReLU`.)
+    """
+    if getattr(layer, "keep_float32_in_int8", False):
+        return True
+    return type(layer) is keras.layers.PReLU and (_slope_count(layer) or 0) > 1
 
 
 def wants_graph_conv(layer, target):
@@ -217,8 +228,11 @@ def export_variant_of(layer, target):
 
     Where the variant only makes a file faster it carries ``export_speed_only = True``, and the
     exporter leaves the original in place when it sits where it cannot be swapped (inside a composite
-    layer without ``export_variant``). PReLUs stay PReLUs in every file, int8 included (see
-    :class:`Int8PReLU`).
+    layer without ``export_variant``).
+
+    - ``PReLU`` with one slope, in int8 files: a :class:`LeakyPReLU` (``LEAKY_RELU``, which XNNPACK runs
+      in int8). Per-channel PReLUs are not replaced: they stay float32 in int8 files
+      (:func:`keeps_float32_in_int8`). Float files keep ``PRELU`` (XNNPACK runs it in float32).
     """
     hook = getattr(layer, "export_variant", None)
     if callable(hook):
@@ -226,5 +240,9 @@ def export_variant_of(layer, target):
     if type(layer) is keras.layers.Conv2D and wants_graph_conv(layer, target):
         variant = GraphConv2D.from_config(layer.get_config())
         variant.export_speed_only = not (layer.groups > 1 and target.format == "onnx")
+        return variant
+    if type(layer) is keras.layers.PReLU and target.quantize == "int8" and _slope_count(layer) == 1:
+        variant = LeakyPReLU.from_prelu(layer)
+        variant.export_speed_only = True
         return variant
     return None

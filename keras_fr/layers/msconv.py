@@ -13,7 +13,7 @@ Also here: ``PaddedMaxPooling2D`` (PyTorch's max pool, which pads with -inf) and
 Both layers tell the exporters what they need through the export hooks
 (``keras_fr.layers.export_hooks``): MSConv rebuilds itself in the grouped-convolution formulation the
 exporter asks for (for ONNX, with grouped convolutions that trace to one ``Conv`` with ``group=G``), and
-the -inf-padded max pool becomes an edge-padded one in int8 files.
+the -inf-padded max pool becomes an edge-padded one in int8 files (where the PReLUs trace to ``LEAKY_RELU``).
 """
 
 import functools
@@ -23,6 +23,7 @@ from keras import ops
 
 from keras_fr.layers.export_hooks import ExportHooks
 from keras_fr.layers.export_hooks import GraphConv2D
+from keras_fr.layers.export_hooks import LeakyPReLU
 from keras_fr.layers.export_hooks import graph_conv2d
 
 #: PyTorch BatchNorm defaults (eps 1e-5, momentum 0.1 == Keras momentum 0.9).
@@ -342,12 +343,14 @@ class MSConv(ExportHooks, keras.layers.Layer):
         and/or dilated convolution as one graph convolution (:class:`GraphConv2D`; in the split
         formulation the per-group convolutions likewise), so an ONNX file gets one ``Conv`` with
         ``group=G`` and a TFLite file one ``CONV_2D`` with dilation factors instead of
-        space-to-batch operators that XNNPACK does not run. Its PReLUs stay PReLUs in every file
-        (see :class:`~keras_fr.layers.export_hooks.Int8PReLU` for why).
+        space-to-batch operators that XNNPACK does not run. In int8 files its single-slope PReLUs are
+        :class:`~keras_fr.layers.export_hooks.LeakyPReLU` (``LEAKY_RELU``, which XNNPACK runs in int8).
         """
         config = self.get_config()
         config["grouped_conv"] = target.grouped_conv
-        return _MSConvForExport.from_config(config)
+        variant = _MSConvForExport.from_config(config)
+        variant.leaky_prelu = target.quantize == "int8"  # read when the copy is built
+        return variant
 
     def get_config(self):
         config = super().get_config()
@@ -374,6 +377,15 @@ class _MSConvForExport(MSConv):
     """
 
     _grouped_conv_class = GraphConv2D
+    #: Build the PReLUs as ``LeakyPReLU`` (set by ``export_variant`` for int8 files).
+    leaky_prelu = False
+
+    def _conv_bn_prelu(self, prefix, filters, **kwargs):
+        conv, bn, prelu = super()._conv_bn_prelu(prefix, filters, **kwargs)
+        if self.leaky_prelu:
+            prelu = LeakyPReLU.from_prelu(prelu)
+            setattr(self, f"{prefix}_2", prelu)
+        return conv, bn, prelu
 
     def _split_conv(self, x, kernel, conv):
         out = graph_conv2d(x, kernel, conv.strides, "valid", conv.dilation_rate)

@@ -94,6 +94,15 @@ def tflite_op_names(path):
     return {d["op_name"] for d in it._get_ops_details()}
 
 
+def op_input_dtypes(path, op_name):
+    """The dtypes of the first input of every ``op_name`` operator in the file (as the interpreter reads it)."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    it = Interpreter(model_path=str(path))
+    dtypes = {d["index"]: d["dtype"] for d in it.get_tensor_details()}
+    return [dtypes[op["inputs"][0]] for op in it._get_ops_details() if op["op_name"] == op_name]
+
+
 def run_onnx_file(path, x):
     import onnxruntime as ort
 

@@ -16,6 +16,7 @@ from test_export_common import assert_builtin_only  # noqa: E402
 from test_export_common import face_pixels  # noqa: E402
 from test_export_common import faces  # noqa: E402
 from test_export_common import keras_out  # noqa: E402
+from test_export_common import op_input_dtypes  # noqa: E402
 from test_export_common import parity  # noqa: E402
 from test_export_common import randomize_bn  # noqa: E402
 from test_export_common import run_onnx_file  # noqa: E402
@@ -88,4 +89,8 @@ def test_iresnet18_full_size_quantized(tmp_path):
             _, cos = parity(ref[:n], run_tflite_file(path, x[:n]))
             assert cos >= bar, (quantize, n, cos)
         assert np.all(np.isfinite(run_tflite_file(path, faces(32, 112, seed=33))))
+    # XNNPACK has no int8 PRELU: the per-channel PReLUs stay float32 in the int8 file, one per block
+    # and the stem, between DEQUANTIZE and QUANTIZE; the convolutions are int8.
+    assert op_input_dtypes(tmp_path / "r18_int8.tflite", "PRELU") == [np.float32] * 9
+    assert set(op_input_dtypes(tmp_path / "r18_int8.tflite", "CONV_2D")) == {np.int8}
     assert sizes["float16"] < 0.6 * sizes[None] and sizes["int8"] < 0.35 * sizes[None]

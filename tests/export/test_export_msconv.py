@@ -15,6 +15,7 @@ from test_export_common import assert_builtin_only  # noqa: E402
 from test_export_common import face_pixels  # noqa: E402
 from test_export_common import faces  # noqa: E402
 from test_export_common import keras_out  # noqa: E402
+from test_export_common import op_input_dtypes  # noqa: E402
 from test_export_common import parity  # noqa: E402
 from test_export_common import randomize_bn  # noqa: E402
 from test_export_common import run_onnx_file  # noqa: E402
@@ -85,8 +86,10 @@ def test_msconv_resnet26_full_size(tmp_path):
     export.to_tflite(model, q8, quantize="int8", representative_data=face_pixels(48, 112, seed=5),
                      num_calibration_samples=40)
     names = assert_builtin_only(q8)
-    # XNNPACK runs no SPACE_TO_BATCH_ND: dilated convolutions are one CONV_2D (GraphConv2D). PReLUs
-    # stay PRELU (the max(x, a x) form cost trained weights too much accuracy, see Int8PReLU).
-    assert not {"SPACE_TO_BATCH_ND", "BATCH_TO_SPACE_ND"} & set(names) and "PRELU" in names
+    # XNNPACK runs no SPACE_TO_BATCH_ND: dilated convolutions are one CONV_2D (GraphConv2D). Nor int8
+    # PRELU: every PReLU of this network has one slope and is an int8 LEAKY_RELU (LeakyPReLU).
+    assert not {"SPACE_TO_BATCH_ND", "BATCH_TO_SPACE_ND", "PRELU"} & set(names)
+    leaky = op_input_dtypes(q8, "LEAKY_RELU")
+    assert len(leaky) == len([w for w in model.weights if "alpha" in w.path]) and set(leaky) == {np.int8}
     _, cos = parity(ref, run_tflite_file(q8, x))
     assert cos >= 0.98

@@ -13,8 +13,9 @@ from keras_fr.export import _prepare  # noqa: E402
 from keras_fr.layers.export_hooks import ExportHooks  # noqa: E402
 from keras_fr.layers.export_hooks import ExportTarget  # noqa: E402
 from keras_fr.layers.export_hooks import GraphConv2D  # noqa: E402
-from keras_fr.layers.export_hooks import Int8PReLU  # noqa: E402
+from keras_fr.layers.export_hooks import LeakyPReLU  # noqa: E402
 from keras_fr.layers.export_hooks import export_variant_of  # noqa: E402
+from keras_fr.layers.export_hooks import keeps_float32_in_int8  # noqa: E402
 
 PACKAGE = pathlib.Path(__file__).resolve().parents[2] / "keras_fr"
 
@@ -143,29 +144,48 @@ def test_grouped_or_dilated_conv2d_gets_one_graph_convolution():
     assert "Conv2D" in ops and "SpaceToBatchND" not in ops and "BatchToSpaceND" not in ops
 
 
-@pytest.mark.parametrize("shared_axes", [None, [1, 2], [1, 2, 3]])
-@pytest.mark.parametrize("high", [False, True])
-def test_int8_prelu_computes_prelu(shared_axes, high):
-    rng = np.random.default_rng(3 + high)
-    prelu = keras.layers.PReLU(shared_axes=shared_axes, name="act")
-    x = rng.normal(size=(2, 5, 5, 6)).astype("float32")
+@pytest.mark.parametrize("slope", [0.25, -0.6, 1.7, 0.0])
+def test_leaky_prelu_computes_the_single_slope_prelu_eagerly_and_traced_as_one_leaky_relu(slope):
+    import tensorflow as tf
+
+    prelu = keras.layers.PReLU(shared_axes=[1, 2, 3], name="act")
+    x = np.random.default_rng(3).normal(size=(2, 5, 5, 6)).astype("float32")
     prelu.build(x.shape)
-    alpha = rng.uniform(-0.5, 1.0, prelu.alpha.shape).astype("float32")
-    if high:
-        alpha.flat[0] = 1.7  # a slope above 1: max(x, a x) alone would be wrong
-    prelu.set_weights([alpha])
-    # The exporters keep PRELU in every file, int8 included (Int8PReLU cost trained weights accuracy).
-    assert export_variant_of(prelu, ExportTarget("tflite", quantize="int8")) is None
-    variant = Int8PReLU.from_prelu(prelu)
-    assert variant.name == "act" and variant.slopes_above_one is high
+    prelu.set_weights([np.full(prelu.alpha.shape, slope, "float32")])
+    variant = export_variant_of(prelu, ExportTarget("tflite", quantize="int8"))
+    assert type(variant) is LeakyPReLU and variant.name == "act" and variant.export_speed_only
     variant.build(x.shape)
     variant.set_weights(prelu.get_weights())
-    expected = np.where(x > 0, x, alpha * x)  # NumPy's PReLU, float32 broadcast of the slopes
-    np.testing.assert_allclose(np.asarray(variant(x)), expected, rtol=1e-6, atol=1e-6)
-    # Float files keep PRELU (XNNPACK runs it in float32).
-    assert export_variant_of(prelu, ExportTarget("tflite")) is None
-    assert export_variant_of(prelu, ExportTarget("tflite", quantize="float16")) is None
-    assert export_variant_of(prelu, ExportTarget("onnx")) is None
+    expected = np.where(x > 0, x, np.float32(slope) * x)  # NumPy's PReLU (negative and > 1 slopes too)
+    np.testing.assert_allclose(np.asarray(variant(x)), expected, rtol=1e-6, atol=1e-7)
+    traced = tf.function(lambda v: variant(v))
+    np.testing.assert_allclose(traced(x).numpy(), expected, rtol=1e-6, atol=1e-7)
+    ops = {op.type for op in traced.get_concrete_function(tf.TensorSpec(x.shape)).graph.get_operations()}
+    assert "LeakyRelu" in ops and "Maximum" not in ops and "Mul" not in ops
+    # Set after tracing, a new slope needs a new trace (the slope is a constant of the graph): the
+    # exporters copy the weights first. A fresh trace reads the new value.
+    variant.set_weights([np.full(prelu.alpha.shape, 0.5, "float32")])
+    np.testing.assert_allclose(tf.function(lambda v: variant(v))(x).numpy(), np.where(x > 0, x, 0.5 * x),
+                               rtol=1e-6)
+
+
+def test_prelus_in_int8_files_single_slope_leaky_per_channel_float32_float_files_untouched():
+    shared = keras.layers.PReLU(shared_axes=[1, 2, 3], name="shared")
+    shared.build((None, 4, 4, 3))
+    per_channel = keras.layers.PReLU(shared_axes=[1, 2], name="per_channel")
+    per_channel.build((None, 4, 4, 3))
+    int8 = ExportTarget("tflite", quantize="int8")
+    assert export_variant_of(per_channel, int8) is None and keeps_float32_in_int8(per_channel)
+    assert not keeps_float32_in_int8(shared) and not keeps_float32_in_int8(export_variant_of(shared, int8))
+    assert not keeps_float32_in_int8(keras.layers.Conv2D(3, 1)) and keeps_float32_in_int8(Fragile())
+    with pytest.raises(ValueError, match="3 slopes"):
+        LeakyPReLU.from_prelu(per_channel)
+    for target in (ExportTarget("tflite"), ExportTarget("tflite", quantize="float16"),
+                   ExportTarget("tflite", quantize="dynamic"), ExportTarget("onnx")):
+        assert export_variant_of(shared, target) is None and export_variant_of(per_channel, target) is None
+    inputs = keras.Input((4, 4, 3))
+    model = keras.Model(inputs, per_channel(shared(keras.layers.Conv2D(3, 1, name="conv")(inputs))))
+    assert _prepare.float32_layer_names(model) == ["per_channel"]
 
 
 def test_a_speed_only_variant_inside_a_composite_layer_is_left_as_it_is():
