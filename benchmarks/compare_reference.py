@@ -9,7 +9,10 @@ the two outputs are checked to agree. Then, with the same weights:
   ``keras-fr verify/embed/identify`` take by default (``keras_fr.recognition.runtime``, ``"auto"``:
   the verified, cached TFLite file, built here into ``--cache-dir``), and (b) plain Keras (the better
   of the eager call and a ``tf.function(jit_compile=True)`` call);
-- **batch 32**: PyTorch eager against Keras (the better of eager and XLA);
+- **batch 32**: PyTorch eager against Keras (the best of eager, ``tf.function`` and XLA);
+- **batch 32, bfloat16** (no goal, for the record; ``--skip-bf16`` leaves it out): Keras under the
+  ``mixed_bfloat16`` policy (float32 weights, bfloat16 arithmetic) against PyTorch with bfloat16 autocast
+  and channels-last tensors, with the min cosine of the bfloat16 outputs to float32 Keras;
 - **training, batch 32**: one SGD step (momentum 0.9, weight decay 5e-4) of the backbone with an
   ArcFace head (s=64, m=0.5, ``--num-classes`` identities) on one synthetic batch: Keras
   ``model.fit`` under the ``mixed_bfloat16`` policy (``FaceTrainingModel`` + ``ArcFaceLoss``, as in
@@ -229,12 +232,18 @@ def _child(job):
         net = randomize_(build_reference(job["model"]), input_size=IMAGE_SIZE, seed=0)
         x = torch.from_numpy(_inputs(job["batch"]).transpose(0, 3, 1, 2).copy())
         if job["kind"] == "infer":
+            bf16 = job.get("bfloat16", False)
+            if bf16:  # PyTorch's best CPU setting for bfloat16: autocast and channels-last tensors
+                net = net.to(memory_format=torch.channels_last)
+                x = x.contiguous(memory_format=torch.channels_last)
+
             def call(inp):
-                with torch.no_grad():
+                with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
                     return net(inp)
 
             seconds = _best_time(call, x, job["iters"], job["warmup"])
-            return {"img_s": job["batch"] / seconds, "mode": "eager", "maxrss_mb": _maxrss_mb()}
+            return {"img_s": job["batch"] / seconds, "maxrss_mb": _maxrss_mb(),
+                    "mode": "eager, bf16 autocast, channels-last" if bf16 else "eager"}
         net.train()
         net = net.to(memory_format=torch.channels_last)
         x = x.contiguous(memory_format=torch.channels_last)
@@ -266,17 +275,26 @@ def _child(job):
     from keras_fr.applications import get_model
 
     if job["kind"] == "infer":
+        if job.get("bfloat16"):
+            keras.config.set_dtype_policy("mixed_bfloat16")  # float32 weights, bfloat16 arithmetic
         model = get_model(job["model"], weights=job["weights"])
         x = _inputs(job["batch"])
         times = {"eager": _best_time(lambda v: np.asarray(model(v, training=False)), x, job["iters"], job["warmup"])}
-        if keras.backend.backend() == "tensorflow" and job.get("jit", True):
+        if keras.backend.backend() == "tensorflow":
             import tensorflow as tf
 
-            compiled = tf.function(lambda v: model(v, training=False), jit_compile=True)
-            times["jit"] = _best_time(lambda v: np.asarray(compiled(v)), x, job["iters"], job["warmup"])
+            for mode, jit in (("graph", False), ("jit", True)):
+                if jit and not job.get("jit", True):
+                    continue
+                fn = tf.function(lambda v: model(v, training=False), jit_compile=jit)
+                times[mode] = _best_time(lambda v, fn=fn: np.asarray(fn(v)), x, job["iters"], job["warmup"])
         mode, seconds = min(times.items(), key=lambda item: item[1])
-        return {"img_s": job["batch"] / seconds, "mode": mode, "maxrss_mb": _maxrss_mb(),
-                "img_s_by_mode": {m: job["batch"] / t for m, t in times.items()}}
+        out = {"img_s": job["batch"] / seconds, "mode": mode, "maxrss_mb": _maxrss_mb(),
+               "img_s_by_mode": {m: job["batch"] / t for m, t in times.items()}}
+        if job.get("bfloat16"):
+            out["mode"] += ", mixed_bfloat16"
+            out["check_output"] = np.asarray(model(_inputs(4, seed=1), training=False), "float32").tolist()
+        return out
 
     import tensorflow as tf
 
@@ -388,6 +406,16 @@ def bench_model(name, args, workdir, peak):
     keras_b = run_child(dict(job, framework="keras"), args.child_timeout)
     torch_b = run_child(dict(job, framework="torch"), args.child_timeout)
     rows.append(_pair_row(common, "batch_keras", f"batch {batch}, keras", batch, keras_b, torch_b))
+    if not args.skip_bf16:
+        # bfloat16 inference on both sides (AMX / AVX512-BF16 where the CPU has them): no goal, for the
+        # record; the outputs' cosine to float32 Keras on the check inputs says what it costs.
+        keras_h = run_child(dict(job, framework="keras", bfloat16=True), args.child_timeout)
+        torch_h = run_child(dict(job, framework="torch", bfloat16=True), args.child_timeout)
+        row = _pair_row(common, "batch_keras_bf16", f"batch {batch}, keras bf16", batch, keras_h, torch_h)
+        if "check_output" in keras_h:
+            _, cos = compare_outputs(np.asarray(model(xcheck, training=False)), np.asarray(keras_h["check_output"]))
+            row["bf16_min_cosine_to_float32"] = float(np.min(cos))
+        rows.append(row)
     if not args.skip_training:
         job = dict(job, kind="train", steps=args.steps, warmup=max(1, args.warmup),
                    num_classes=args.num_classes)
@@ -437,7 +465,7 @@ def _finish_row(row, peak, quick):
     for prefix in ("keras", "torch"):
         if row.get(f"{prefix}_img_s"):
             row[f"{prefix}_gflops"] = row[f"{prefix}_img_s"] * row["flops_per_image"] / 1e9
-    bf16 = row["kind"] == "train"
+    bf16 = row["kind"] in ("train", "batch_keras_bf16")
     row["peak_gflops"] = peak["bfloat16_gflops" if bf16 else "float32_gflops"]
     model = QUICK_STAND_IN.get(row["model"], row["model"]) if quick else row["model"]
     goal = GOALS.get((row["kind"], model))
@@ -487,6 +515,9 @@ def print_table(rows, peak, quick):
             if f"{prefix}_failed" in r:
                 print(f"    {prefix} failed: {r[prefix + '_failed']}")
     for r in rows:
+        if "bf16_min_cosine_to_float32" in r:
+            print(f"{r['model']}: bfloat16 Keras outputs against float32 Keras: min cosine "
+                  f"{r['bf16_min_cosine_to_float32']:.6f} (4 check inputs)")
         curve = r.get("loss_curve")
         if curve and "skipped" in curve:
             print(f"{r['model']}: loss curve against PyTorch not measured: {curve['skipped']}")
@@ -515,6 +546,7 @@ def parse_args(argv=None):
     parser.add_argument("--steps", type=int, default=None, help="timed training steps (default 3)")
     parser.add_argument("--num-classes", type=int, default=1000, help="identities in the ArcFace head")
     parser.add_argument("--skip-training", action="store_true", help="leave out the training rows")
+    parser.add_argument("--skip-bf16", action="store_true", help="leave out the bfloat16 inference rows")
     parser.add_argument("--curve-steps", type=int, default=50,
                         help="steps of the loss-curve comparison for the training goal (0: skip it)")
     parser.add_argument("--curve-data", default=os.path.join(_bench.ROOT, os.pardir, "shared", "data", "celeba299"),
@@ -572,7 +604,7 @@ def main(argv=None):
         "keras": keras.__version__,
         "backend": keras.backend.backend(),
         "settings": {k: getattr(args, k) for k in ("batch", "iters", "warmup", "steps", "num_classes",
-                                                   "no_jit", "skip_training", "curve_steps")},
+                                                   "no_jit", "skip_training", "skip_bf16", "curve_steps")},
         "peak": peak,
         "goals": [{"kind": k, "model": m, "min_ratio": v} for (k, m), v in GOALS.items()],
         "rows": rows,

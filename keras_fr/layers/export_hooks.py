@@ -168,8 +168,8 @@ class LeakyPReLU(keras.layers.PReLU):
     file in 117 pieces, slower than its float32 file). A PReLU with one slope for every position is
     ``leaky_relu(x, a)``; traced on TensorFlow this layer emits ``tf.nn.leaky_relu`` with the slope read
     from its weight as a constant, which the converter maps to ``LEAKY_RELU``. In an int8 file that
-    operator keeps the slope as a float multiplier (not an int8 constant), and XNNPACK runs it. Any slope
-    works, negative or above 1 (``x`` where ``x > 0``, else ``a x``).
+    operator keeps the slope as a 32-bit fixed-point multiplier (not an int8 constant), and XNNPACK
+    runs it. Any slope works, negative or above 1 (``x`` where ``x > 0``, else ``a x``).
 
     Run eagerly (or on another backend) it is Keras' ``PReLU``, so the exporters' check compares it with
     the original. The weights are PReLU's (one ``alpha``); the slope is read when the layer is traced,
