@@ -354,3 +354,41 @@ def test_training_updates_batchnorm_with_pytorch_momentum():
     expected = 0.9 * before["convs_1"]["moving_mean"] + 0.1 * branch.mean(axis=(0, 1, 2))
     got = [w for w in layer.weights if w.path.endswith("/convs_1_1/moving_mean")][0]
     np.testing.assert_allclose(np.asarray(got.numpy()), expected, rtol=1e-4, atol=1e-5)
+
+
+def test_split_packs_narrow_groups_into_block_diagonal_convolutions_with_the_same_outputs_and_gradients():
+    import tensorflow as tf
+
+    from keras_fr.layers.msconv import split_pack_size
+
+    # The largest divisor of `groups` whose input channels fit in the pack width.
+    assert [split_pack_size(32, c) for c in (4, 8, 16, 32, 64)] == [8, 4, 2, 1, 1]
+    assert split_pack_size(16, 3) == 8 and split_pack_size(32, 4, 0) == 1 and split_pack_size(6, 8) == 3
+    x = tf.constant(RNG.normal(size=(2, 9, 9, 128)).astype("float32"))  # 4 channels per group: 8 packed
+    packed = MSConv(strides=2, grouped_conv="split", name="msconv")
+    packed.build(x.shape)
+    one_per_group = MSConv(strides=2, grouped_conv="split", name="msconv")
+    one_per_group._split_pack_channels = 0
+    one_per_group.build(x.shape)
+    one_per_group.set_weights(packed.get_weights())
+
+    def forward_and_grads(layer):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = layer(x, training=True)
+            loss = tf.reduce_sum(y * tf.cos(y))
+        kernels = [layer.convs_0_0.kernel, layer.convs_1_0.kernel]
+        return y, tape.gradient(loss, [x, *kernels])
+
+    def conv_ops(layer):
+        graph = tf.function(lambda v: layer(v, training=False)).get_concrete_function(
+            tf.TensorSpec(x.shape)).graph
+        return sum(op.type == "Conv2D" for op in graph.get_operations())
+
+    y_packed, g_packed = forward_and_grads(packed)
+    y_plain, g_plain = forward_and_grads(one_per_group)
+    np.testing.assert_allclose(y_packed.numpy(), y_plain.numpy(), rtol=1e-5, atol=1e-5)
+    for a, b in zip(g_packed, g_plain):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-4, atol=1e-4)
+    # Two branches of 32 groups: 4 packed convolutions each instead of 32; plus the four 1x1 ones.
+    assert conv_ops(packed) == 2 * 4 + 4 and conv_ops(one_per_group) == 2 * 32 + 4
