@@ -21,7 +21,8 @@ import keras
 import numpy as np
 
 from keras_fr.export import _common
-from keras_fr.layers.export_hooks import export_variant_of, keeps_float32_in_int8
+from keras_fr.layers.export_hooks import export_variant_of
+from keras_fr.layers.export_hooks import keeps_float32_in_int8
 from keras_fr.layers.traversal import child_layers
 from keras_fr.layers.traversal import walk_layers
 

@@ -187,7 +187,7 @@ class LeakyPReLU(keras.layers.PReLU):
         return cls.from_config(layer.get_config())
 
     def call(self, inputs):
-        if keras.backend.backend() == "tensorflow" and int(np.prod(self.alpha.shape)) == 1:
+        if keras.backend.backend() == "tensorflow" and _slope_count(self) == 1:
             import tensorflow as tf  # the TensorFlow backend is active, so TensorFlow is imported already
 
             if not tf.executing_eagerly():
@@ -224,15 +224,14 @@ def export_variant_of(layer, target):
 
     - ``Conv2D``, dilated (every file) or grouped (native formulation): a :class:`GraphConv2D` with the
       same configuration (required for grouped convolutions in ONNX files; for TFLite files it keeps
-      XNNPACK's graph whole).
+      XNNPACK's graph whole);
+    - ``PReLU`` with one slope, in int8 files: a :class:`LeakyPReLU` (``LEAKY_RELU``, which XNNPACK runs
+      in int8). Per-channel PReLUs are not replaced: they stay float32 in int8 files
+      (:func:`keeps_float32_in_int8`). Float files keep ``PRELU`` (XNNPACK runs it in float32).
 
     Where the variant only makes a file faster it carries ``export_speed_only = True``, and the
     exporter leaves the original in place when it sits where it cannot be swapped (inside a composite
     layer without ``export_variant``).
-
-    - ``PReLU`` with one slope, in int8 files: a :class:`LeakyPReLU` (``LEAKY_RELU``, which XNNPACK runs
-      in int8). Per-channel PReLUs are not replaced: they stay float32 in int8 files
-      (:func:`keeps_float32_in_int8`). Float files keep ``PRELU`` (XNNPACK runs it in float32).
     """
     hook = getattr(layer, "export_variant", None)
     if callable(hook):

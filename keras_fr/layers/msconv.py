@@ -13,7 +13,8 @@ Also here: ``PaddedMaxPooling2D`` (PyTorch's max pool, which pads with -inf) and
 Both layers tell the exporters what they need through the export hooks
 (``keras_fr.layers.export_hooks``): MSConv rebuilds itself in the grouped-convolution formulation the
 exporter asks for (for ONNX, with grouped convolutions that trace to one ``Conv`` with ``group=G``), and
-the -inf-padded max pool becomes an edge-padded one in int8 files (where the PReLUs trace to ``LEAKY_RELU``).
+the -inf-padded max pool becomes an edge-padded one in int8 files (where the PReLUs trace to
+``LEAKY_RELU``).
 """
 
 import functools
@@ -155,9 +156,10 @@ class MSConv(ExportHooks, keras.layers.Layer):
             outputs: ``"native"`` (one ``Conv2D(groups=...)``), ``"split"`` (ordinary convolutions
             on channel slices, concatenated; for runtimes without grouped convolution, e.g. TFLite
             builtins; neighbouring groups are packed into one convolution with a block-diagonal
-            kernel of up to ``SPLIT_PACK_CHANNELS`` input channels, see ``_grouped_conv``) or ``"auto"`` (the default: ``"split"`` on the TensorFlow backend
-            without a GPU, where it trains about 25x faster, infers about 1.7x faster with XLA at
-            batch 32 (about the same without XLA) and about 1.3x slower at batch 1, else
+            kernel of up to ``SPLIT_PACK_CHANNELS`` input channels, see ``_grouped_conv``) or
+            ``"auto"`` (the default: ``"split"`` on the TensorFlow backend without a GPU, where it
+            trains about 25x faster, infers about 1.7x faster with XLA at batch 32 (about the same
+            without XLA) and about 1.3x slower at batch 1, else
             ``"native"``; decided when the layer is called, see ``resolve_grouped_conv``). See
             ``clone_with_grouped_conv``.
         **kwargs: base layer arguments (``name``, ``dtype``, ``trainable``).
