@@ -26,6 +26,7 @@ from keras import layers
 from keras_fr.applications import common
 from keras_fr.applications import registry
 from keras_fr.applications import specs
+from keras_fr.layers.normalization import BatchNormalization
 
 #: IBasicBlock counts per stage for each depth (insightface ``iresnet18`` .. ``iresnet200``).
 IRESNET_BLOCKS = {
@@ -46,7 +47,7 @@ FEATURE_MAP_SIZE = 7
 
 
 @keras.saving.register_keras_serializable(package="keras_fr")
-class FrozenScaleBatchNormalization(layers.BatchNormalization):
+class FrozenScaleBatchNormalization(BatchNormalization):
     """Batch normalization whose scale (``gamma``) exists but is frozen at 1.
 
     insightface's embedding BN (``features``) has a weight tensor that is set to 1 and excluded
@@ -101,7 +102,7 @@ TORCH_MODULES = (
 
 
 def _batch_norm(x, name, dtype=None):
-    return layers.BatchNormalization(
+    return BatchNormalization(
         axis=-1, epsilon=BN_EPSILON, momentum=BN_MOMENTUM, name=name, dtype=dtype
     )(x)
 

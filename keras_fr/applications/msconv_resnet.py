@@ -21,6 +21,7 @@ from keras_fr.layers.msconv import (
     PaddedMaxPooling2D,
     resolve_grouped_conv,
 )
+from keras_fr.layers.normalization import BatchNormalization
 
 __all__ = ["MSConvResNet", "MSConvResNet26", "MSConvResNet50", "MSConvResNet101", "preprocess_input"]
 
@@ -55,7 +56,7 @@ def _prelu(name):
 
 
 def _bn(name):
-    return keras.layers.BatchNormalization(epsilon=BN_EPSILON, momentum=BN_MOMENTUM, name=name)
+    return BatchNormalization(epsilon=BN_EPSILON, momentum=BN_MOMENTUM, name=name)
 
 
 def _conv1x1(filters, name, strides=1):

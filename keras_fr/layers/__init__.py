@@ -14,6 +14,8 @@ _PUBLIC = {
     # margin-based softmax
     "MarginHead": "keras_fr.layers.margin",
     "PartialFC": "keras_fr.layers.partial_fc",
+    # Keras' BatchNormalization with a fused training step on TensorFlow
+    "BatchNormalization": "keras_fr.layers.normalization",
     # what a layer tells the exporters (keras_fr.export)
     "ExportHooks": "keras_fr.layers.export_hooks",
     "ExportTarget": "keras_fr.layers.export_hooks",

@@ -21,6 +21,7 @@ from keras import layers
 from keras import ops
 
 from keras_fr.layers.export_hooks import ExportHooks
+from keras_fr.layers.normalization import BatchNormalization
 
 #: The paper's default scales as (kernel size, dilation): 1x1, 3x3 and a dilated 3x3 (5x5 equivalent).
 DEFAULT_SCALES = ((1, 1), (3, 1), (3, 2))
@@ -226,7 +227,7 @@ class MultiScaleLocalHead(layers.Layer):
                 # side, exactly PyTorch's symmetric padding.
                 padding="same", use_bias=False, name=f"scales_{index}_0", dtype=policy,
             ))
-            self.scale_bns.append(layers.BatchNormalization(
+            self.scale_bns.append(BatchNormalization(
                 epsilon=_BN_EPSILON, momentum=_BN_MOMENTUM, name=f"scales_{index}_1", dtype=policy
             ))
             self.scale_prelus.append(layers.PReLU(
@@ -236,7 +237,7 @@ class MultiScaleLocalHead(layers.Layer):
             self.lanets.append(LANet(lanet_reduction, name=f"lanets_{index}", dtype=policy))
         self.se = SqueezeExcite(se_reduction, name="se", dtype=policy)
         self.proj_fc = layers.Dense(output_dim, use_bias=True, name="proj_fc", dtype=policy)
-        self.proj_bn = layers.BatchNormalization(
+        self.proj_bn = BatchNormalization(
             epsilon=_BN_EPSILON, momentum=_BN_MOMENTUM, name="proj_bn", dtype=policy
         )
 

@@ -26,6 +26,7 @@ from keras_fr.layers.export_hooks import ExportHooks
 from keras_fr.layers.export_hooks import GraphConv2D
 from keras_fr.layers.export_hooks import LeakyPReLU
 from keras_fr.layers.export_hooks import graph_conv2d
+from keras_fr.layers.normalization import BatchNormalization
 
 #: PyTorch BatchNorm defaults (eps 1e-5, momentum 0.1 == Keras momentum 0.9).
 BN_EPSILON = 1e-5
@@ -242,7 +243,7 @@ class MSConv(ExportHooks, keras.layers.Layer):
             dtype=policy,
             name=f"{prefix}_0",
         )
-        bn = keras.layers.BatchNormalization(
+        bn = BatchNormalization(
             epsilon=BN_EPSILON, momentum=BN_MOMENTUM, dtype=policy, name=f"{prefix}_1"
         )
         prelu = keras.layers.PReLU(
