@@ -84,9 +84,13 @@ def _tensorflow_sees_gpu():
 
 
 #: The split formulation packs groups up to this many input channels per convolution (see
-#: ``MSConv._grouped_conv``; 32 was the fastest of 8, 16, 32, 64 for MSConvResNet50 at batch 32 with
-#: XLA, 64 trained faster still but inferred slower).
+#: ``MSConv._grouped_conv``; 32 was the fastest of 8, 16, 32, 64 for MSConvResNet50 inference at
+#: batch 32 with XLA).
 SPLIT_PACK_CHANNELS = 32
+#: The pack width in training (``training=True``): wider packs train faster than they infer. The
+#: MSConvResNet50 ``model.fit`` step at batch 32 under ``mixed_bfloat16`` (2-core AMX Xeon, fused
+#: batch norm) ran 10.8 / 11.8 / 12.6 / 11.8 / 8.4 images/s at 32 / 64 / 128 / 256 / 1024 channels.
+SPLIT_PACK_CHANNELS_TRAINING = 128
 
 
 def split_pack_size(groups, in_per_group, pack_channels=SPLIT_PACK_CHANNELS):
@@ -157,7 +161,8 @@ class MSConv(ExportHooks, keras.layers.Layer):
             outputs: ``"native"`` (one ``Conv2D(groups=...)``), ``"split"`` (ordinary convolutions
             on channel slices, concatenated; for runtimes without grouped convolution, e.g. TFLite
             builtins; neighbouring groups are packed into one convolution with a block-diagonal
-            kernel of up to ``SPLIT_PACK_CHANNELS`` input channels, see ``_grouped_conv``) or
+            kernel of up to ``SPLIT_PACK_CHANNELS`` input channels in inference and
+            ``SPLIT_PACK_CHANNELS_TRAINING`` in training, see ``_grouped_conv``) or
             ``"auto"`` (the default: ``"split"`` on the TensorFlow backend without a GPU, where it
             trains about 25x faster, infers about 1.7x faster with XLA at batch 32 (about the same
             without XLA) and about 1.3x slower at batch 1, else
@@ -186,8 +191,10 @@ class MSConv(ExportHooks, keras.layers.Layer):
     #: The layer class of the grouped 3x3 convolutions.
     _grouped_conv_class = keras.layers.Conv2D
     #: In the split formulation, neighbouring groups share one convolution of up to this many input
-    #: channels (block-diagonal kernel); 0 or 1: one convolution per group.
+    #: channels (block-diagonal kernel); 0 or 1: one convolution per group. The first width is used
+    #: in inference, the second in training.
     _split_pack_channels = SPLIT_PACK_CHANNELS
+    _split_pack_channels_training = SPLIT_PACK_CHANNELS_TRAINING
 
     def __init__(
         self,
@@ -306,7 +313,7 @@ class MSConv(ExportHooks, keras.layers.Layer):
 
     # -- forward ---------------------------------------------------------------------------------
 
-    def _grouped_conv(self, x, conv):
+    def _grouped_conv(self, x, conv, training=None):
         if resolve_grouped_conv(self.grouped_conv) == "native":
             return conv(x)
         # "split": the same (3, 3, C_in / groups, F) kernel as ordinary convolutions. `pack`
@@ -315,11 +322,14 @@ class MSConv(ExportHooks, keras.layers.Layer):
         # grouped convolution's. Narrow groups (4 or 8 channels in MSConvResNet50's first stages)
         # make poor convolutions on their own: packing them to 32 input channels made MSConvResNet50
         # 1.2x faster at batch 32 (XLA) and its bfloat16 training step 1.3x faster on a 2-core AMX
-        # Xeon, for pack-times the multiply-adds of those layers (docs/benchmarks.md).
+        # Xeon, for pack-times the multiply-adds of those layers (docs/benchmarks.md). Training
+        # packs wider (SPLIT_PACK_CHANNELS_TRAINING): the backward pass gains more from fewer,
+        # larger convolutions than it loses to the zeros.
         kernel = ops.cast(conv.kernel, x.dtype)
         in_per_group = kernel.shape[2]
         out_per_group = kernel.shape[3] // self.groups
-        pack = split_pack_size(self.groups, in_per_group, self._split_pack_channels)
+        width = self._split_pack_channels_training if training else self._split_pack_channels
+        pack = split_pack_size(self.groups, in_per_group, width)
         eye = ops.eye(pack, dtype=kernel.dtype) if pack > 1 else None
         outputs = []
         for p in range(self.groups // pack):
@@ -340,7 +350,7 @@ class MSConv(ExportHooks, keras.layers.Layer):
         x = ops.pad(x, [[0, 0], [pad, pad], [pad, pad], [0, 0]])
         if pre_step > 1:
             x = x[:, ::pre_step, ::pre_step, :]
-        y = self._grouped_conv(x, conv)
+        y = self._grouped_conv(x, conv, training)
         if post_step > 1:
             y = y[:, ::post_step, ::post_step, :]
         return prelu(bn(y, training=training))
@@ -413,6 +423,7 @@ class _MSConvForExport(MSConv):
     _grouped_conv_class = GraphConv2D
     #: One convolution per group in files: a packed kernel would be folded into a larger constant.
     _split_pack_channels = 0
+    _split_pack_channels_training = 0
     #: Build the PReLUs as ``LeakyPReLU`` (set by ``export_variant`` for int8 files).
     leaky_prelu = False
 

@@ -368,27 +368,30 @@ def test_split_packs_narrow_groups_into_block_diagonal_convolutions_with_the_sam
     packed = MSConv(strides=2, grouped_conv="split", name="msconv")
     packed.build(x.shape)
     one_per_group = MSConv(strides=2, grouped_conv="split", name="msconv")
-    one_per_group._split_pack_channels = 0
+    one_per_group._split_pack_channels = one_per_group._split_pack_channels_training = 0
     one_per_group.build(x.shape)
     one_per_group.set_weights(packed.get_weights())
 
-    def forward_and_grads(layer):
+    def forward_and_grads(layer, training):
         with tf.GradientTape() as tape:
             tape.watch(x)
-            y = layer(x, training=True)
+            y = layer(x, training=training)
             loss = tf.reduce_sum(y * tf.cos(y))
         kernels = [layer.convs_0_0.kernel, layer.convs_1_0.kernel]
         return y, tape.gradient(loss, [x, *kernels])
 
-    def conv_ops(layer):
-        graph = tf.function(lambda v: layer(v, training=False)).get_concrete_function(
+    def conv_ops(layer, training):
+        graph = tf.function(lambda v: layer(v, training=training)).get_concrete_function(
             tf.TensorSpec(x.shape)).graph
         return sum(op.type == "Conv2D" for op in graph.get_operations())
 
-    y_packed, g_packed = forward_and_grads(packed)
-    y_plain, g_plain = forward_and_grads(one_per_group)
-    np.testing.assert_allclose(y_packed.numpy(), y_plain.numpy(), rtol=1e-5, atol=1e-5)
-    for a, b in zip(g_packed, g_plain):
-        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-4, atol=1e-4)
-    # Two branches of 32 groups: 4 packed convolutions each instead of 32; plus the four 1x1 ones.
-    assert conv_ops(packed) == 2 * 4 + 4 and conv_ops(one_per_group) == 2 * 32 + 4
+    for training in (False, True):  # packed 32 channels wide in inference, 128 in training
+        y_packed, g_packed = forward_and_grads(packed, training)
+        y_plain, g_plain = forward_and_grads(one_per_group, training)
+        np.testing.assert_allclose(y_packed.numpy(), y_plain.numpy(), rtol=1e-5, atol=1e-5)
+        for a, b in zip(g_packed, g_plain):
+            np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-4, atol=1e-4)
+    # Two branches of 32 groups: in inference 4 packed convolutions each instead of 32, in training
+    # one (32 groups x 4 channels fit in 128); plus the four 1x1 ones.
+    assert conv_ops(packed, False) == 2 * 4 + 4 and conv_ops(one_per_group, False) == 2 * 32 + 4
+    assert conv_ops(packed, True) == 2 * 1 + 4 and conv_ops(one_per_group, True) == 2 * 32 + 4
