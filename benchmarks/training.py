@@ -19,11 +19,19 @@ printed and saved as soon as it is measured, so an interrupted run keeps what it
 networks use ``grouped_conv="auto"`` (split on TensorFlow CPU); ``--grouped-conv native`` trains about
 25x slower there (``benchmarks/grouped_conv.py``).
 
+Two switches compare what keras_fr changed in the training step: ``--batchnorm keras`` runs Keras' own
+``BatchNormalization`` code instead of keras_fr's fused training step
+(``keras_fr.layers.BatchNormalization.fused_training = False``), and ``--pack-channels-training N`` sets
+how wide MSConv packs its groups in training (``MSConv._split_pack_channels_training``; 0: one
+convolution per group).
+
 Usage:
     python benchmarks/training.py                 # MSConvResNet50, IResNet50, LGAFResNet100; batch 32;
                                                   # float32 and mixed_bfloat16; writes results/training.json
     python benchmarks/training.py --quick         # smoke test: MSConvResNet26 at 64x64, batch 4, 2 steps
     python benchmarks/training.py --models iresnet50 --precision float32 mixed_float16 --steps 10
+    python benchmarks/training.py --models iresnet100 --precision mixed_bfloat16 --batchnorm keras
+    python benchmarks/training.py --models msconv_resnet50 --precision mixed_bfloat16 --pack-channels-training 32
 """
 
 import argparse
@@ -54,6 +62,11 @@ def parse_args(argv=None):
     p.add_argument("--grouped-conv", choices=("auto", "native", "split"), default="auto",
                    help="MSConv's grouped-convolution formulation (default auto: split on TensorFlow "
                         "without a GPU; native trains far slower there, see benchmarks/grouped_conv.py)")
+    p.add_argument("--batchnorm", choices=("fused", "keras"), default="fused",
+                   help="keras_fr's fused batch-norm training step (default) or Keras' own code")
+    p.add_argument("--pack-channels-training", type=int, default=None,
+                   help="MSConv's group-packing width in training (default: the library's, "
+                        "SPLIT_PACK_CHANNELS_TRAINING; 0: one convolution per group)")
     p.add_argument("--quick", action="store_true",
                    help="smoke test: msconv_resnet26 at 64x64, batch 4, float32, 1 warm-up + 2 timed steps")
     p.add_argument("--output", default=os.path.join(HERE, "results", "training.json"))
@@ -73,6 +86,8 @@ def parse_args(argv=None):
     for key in ("batch_size", "steps", "warmup", "image_size", "num_classes"):
         if getattr(args, key) < 1:
             p.error(f"--{key.replace('_', '-')} must be >= 1")
+    if args.pack_channels_training is not None and args.pack_channels_training < 0:
+        p.error("--pack-channels-training must be >= 0")
     return args
 
 
@@ -101,7 +116,12 @@ def measure(name, precision, args):
     from keras_fr.training.losses import ArcFaceLoss
     from keras_fr.training.recipes import SGDWithL2
     from keras_fr.training import FaceTrainingModel
+    from keras_fr.layers.msconv import MSConv
+    from keras_fr.layers.normalization import BatchNormalization
 
+    BatchNormalization.fused_training = args.batchnorm == "fused"
+    if args.pack_channels_training is not None:
+        MSConv._split_pack_channels_training = args.pack_channels_training
     keras.backend.clear_session()
     keras.config.set_dtype_policy(precision)
     try:
@@ -129,6 +149,8 @@ def measure(name, precision, args):
             "image_size": args.image_size,
             "jit": bool(args.jit),
             "grouped_conv": args.grouped_conv if name.startswith("msconv") else None,
+            "batchnorm": args.batchnorm,
+            "pack_channels_training": MSConv._split_pack_channels_training if name.startswith("msconv") else None,
             "timed_steps": len(timed),
             "seconds_per_step": seconds / len(timed),
             "images_per_second": args.batch_size * len(timed) / seconds,
@@ -166,7 +188,8 @@ def main(argv=None):
     payload = {
         **_bench.result_header("training", argv),
         "settings": {k: getattr(args, k) for k in ("batch_size", "steps", "warmup", "image_size",
-                                                   "num_classes", "jit", "grouped_conv")},
+                                                   "num_classes", "jit", "grouped_conv", "batchnorm",
+                                                   "pack_channels_training")},
         "results": results,
     }
     # Each row is printed and saved as soon as it is measured: a full run takes many minutes on a

@@ -35,7 +35,8 @@ class BatchNormalization(keras.layers.BatchNormalization):
       under a distribution strategy), float64 and inputs that are not 2-D ``(N, C)`` or 4-D
       channels-last ``(N, H, W, C)``.
 
-    Same arguments as ``keras.layers.BatchNormalization``.
+    Same arguments as ``keras.layers.BatchNormalization``. Set the class attribute ``fused_training``
+    to False to run Keras' own training code instead (``benchmarks/training.py --batchnorm keras``).
 
     Example:
 
@@ -44,13 +45,16 @@ class BatchNormalization(keras.layers.BatchNormalization):
     (2, 7, 7, 8)
     """
 
+    #: Run the training step as the fused kernel where it applies (False: always Keras' code).
+    fused_training = True
+
     def call(self, inputs, training=None, mask=None):
         if training and self.trainable and self._fusable(inputs, mask):
             return self._fused_training_call(inputs)
         return super().call(inputs, training=training, mask=mask)
 
     def _fusable(self, inputs, mask):
-        if keras.backend.backend() != "tensorflow" or mask is not None:
+        if not self.fused_training or keras.backend.backend() != "tensorflow" or mask is not None:
             return False
         if self.renorm or self.synchronized:
             return False

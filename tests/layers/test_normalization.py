@@ -125,6 +125,13 @@ def test_training_graph_uses_the_fused_kernel_and_inference_graph_does_not():
     assert inference == keras_inference
 
 
+def test_fused_training_can_be_switched_off(monkeypatch):
+    shape = (2, 5, 5, 8)
+    layer = make_layer(shape, seed=12)
+    monkeypatch.setattr(BatchNormalization, "fused_training", False)
+    assert not any(op.startswith("FusedBatchNorm") for op in graph_ops(layer, shape, training=True))
+
+
 @pytest.mark.parametrize("case", ["frozen", "synchronized", "renorm", "rank3"])
 def test_cases_it_leaves_to_keras(case):
     shape = (2, 5, 8) if case == "rank3" else (2, 5, 5, 8)
