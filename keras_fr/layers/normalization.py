@@ -19,8 +19,10 @@ class BatchNormalization(keras.layers.BatchNormalization):
     automatic differentiation adds as many again to the backward pass. On the TensorFlow backend this
     layer runs that step as TensorFlow's fused batch-norm kernel (``FusedBatchNormV3`` forward, its
     gradient kernel backward; oneDNN's where TensorFlow uses oneDNN). With nothing else changed, a
-    ``model.fit`` step at batch 32 under ``mixed_bfloat16`` went from 5.8 to 9.9 images/s for
-    IResNet100 and from 8.5 to 10.7 for MSConvResNet50 (docs/benchmarks.md, "Fused batch norm").
+    ``model.fit`` step at batch 32 under ``mixed_bfloat16`` went from 5.76 to 9.69 images/s for
+    IResNet100 and from 8.68 to 10.39 for MSConvResNet50 on a 2-core AMX Xeon
+    (``benchmarks/training.py --batchnorm keras`` against the default; docs/benchmarks.md, "The
+    training step: fused batch norm, wider packs").
 
     It is the same layer as Keras' otherwise:
 

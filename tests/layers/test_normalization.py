@@ -135,11 +135,11 @@ def test_fused_training_can_be_switched_off(monkeypatch):
 @pytest.mark.parametrize("case", ["frozen", "synchronized", "renorm", "rank3"])
 def test_cases_it_leaves_to_keras(case):
     shape = (2, 5, 8) if case == "rank3" else (2, 5, 5, 8)
-    kwargs = {"synchronized": True} if case == "synchronized" else {"renorm": True} if case == "renorm" else {}
-    layer = make_layer(shape, seed=8, **kwargs) if case != "renorm" else None
-    if case == "renorm":  # renorm has extra weights: build it without make_layer's four
+    if case == "renorm":  # renorm has extra weights: built without make_layer's four
         layer = BatchNormalization(epsilon=EPSILON, momentum=MOMENTUM, renorm=True)
         layer.build(shape)
+    else:
+        layer = make_layer(shape, seed=8, synchronized=case == "synchronized")
     if case == "frozen":
         layer.trainable = False
     assert not any(op.startswith("FusedBatchNorm") for op in graph_ops(layer, shape, training=True))
