@@ -41,6 +41,7 @@ _EXTRAS = {
     "list_weights": "keras_fr.applications.weights",
     "preprocess_input": "keras_fr.applications.common",
     "count_parameters": "keras_fr.applications.common",
+    "fold_batch_norms": "keras_fr.applications.folding",
 }
 
 

@@ -140,13 +140,22 @@ def _why_unavailable(kind):
 class _KerasRunner:
     """The Keras model through its compiled predict function (``predict_on_batch``: a traced graph on
     TensorFlow, jitted on JAX), not an eager call: eager LGAFResNet100 at batch 1 measured 1.0
-    images/s against 4.6 for the graph (benchmarks/compare_reference.py, docs/benchmarks.md)."""
+    images/s against 4.6 for the graph (benchmarks/compare_reference.py, docs/benchmarks.md).
+
+    What runs is a copy with the batch normalizations folded into the layers before them
+    (:func:`keras_fr.applications.fold_batch_norms`), made on the first call: like a runtime file, it
+    is a snapshot of the weights at that moment."""
 
     def __init__(self, model):
         self.model = model
+        self._inference = None
 
     def __call__(self, x):
-        return np.asarray(self.model.predict_on_batch(np.asarray(x, np.float32)), np.float32)
+        if self._inference is None:
+            from keras_fr.applications.folding import inference_copy
+
+            self._inference = inference_copy(self.model)
+        return np.asarray(self._inference.predict_on_batch(np.asarray(x, np.float32)), np.float32)
 
 
 class _TFLiteRunner:

@@ -1,0 +1,185 @@
+"""fold_batch_norms: the folded copy computes what the model computes (Keras' own batch normalization
+is the reference), folds exactly the pairs it may, leaves the model alone, and is what the library's
+batch paths run."""
+
+import numpy as np
+import pytest
+
+import keras
+
+from keras_fr.applications import fold_batch_norms, get_model
+from keras_fr.applications.folding import inference_copy
+from keras_fr.layers.normalization import BatchNormalization
+
+
+def randomize_norms(model, seed=0):
+    """Moving statistics, scales and offsets far from the identity, so a wrong fold shows."""
+    rng = np.random.default_rng(seed)
+    for layer in model._flatten_layers():
+        if isinstance(layer, keras.layers.BatchNormalization) and layer.built:
+            c = layer.moving_mean.shape[0]
+            layer.moving_mean.assign(rng.normal(0, 0.5, c))
+            layer.moving_variance.assign(rng.uniform(0.3, 3.0, c))
+            if layer.scale:
+                layer.gamma.assign(rng.uniform(0.5, 1.5, c) * rng.choice([-1, 1], c))
+            if layer.center:
+                layer.beta.assign(rng.normal(0, 0.3, c))
+    return model
+
+
+def norms_in(model):
+    return [layer.name for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
+
+
+def assert_same_outputs(a, b, x, rtol=1e-5):
+    ya, yb = np.asarray(a(x, training=False), np.float64), np.asarray(b(x, training=False), np.float64)
+    assert ya.shape == yb.shape
+    np.testing.assert_allclose(yb, ya, rtol=rtol, atol=rtol * np.abs(ya).max())
+
+
+def images(shape=(3, 16, 16, 3), seed=1):
+    return np.random.default_rng(seed).uniform(-1, 1, shape).astype("float32")
+
+
+def toy():
+    """Every producer the fold handles, and each case it must leave alone."""
+    inp = keras.Input((16, 16, 3))
+    x = keras.layers.Conv2D(8, 3, padding="same", use_bias=False, name="conv_nobias")(inp)
+    x = BatchNormalization(name="bn_ours")(x)                                  # folded
+    x = keras.layers.PReLU(shared_axes=[1, 2], name="prelu")(x)
+    x = keras.layers.Conv2D(8, 3, strides=2, name="conv_bias")(x)
+    x = keras.layers.BatchNormalization(epsilon=1e-3, name="bn_keras")(x)      # folded, into a bias
+    y = keras.layers.DepthwiseConv2D(3, depth_multiplier=2, padding="same", name="depthwise")(x)
+    y = keras.layers.BatchNormalization(name="bn_depthwise", scale=False)(y)   # folded (no gamma)
+    z = keras.layers.Conv2D(16, 1, name="conv_shared_out")(x)
+    zn = keras.layers.BatchNormalization(name="bn_of_shared_out", center=False)(z)  # z is read twice: kept
+    s = keras.layers.Add(name="add")([y, zn, z])
+    s = keras.layers.BatchNormalization(name="bn_after_add")(s)                # after an Add: kept
+    a = keras.layers.Conv2D(16, 1, activation="relu", name="conv_relu")(s)
+    a = keras.layers.BatchNormalization(name="bn_after_relu")(a)               # activation between: kept
+    v = keras.layers.GlobalAveragePooling2D()(a)
+    v = keras.layers.Dense(6, use_bias=False, name="dense")(v)
+    v = keras.layers.BatchNormalization(name="bn_dense")(v)                    # folded
+    return keras.Model(inp, v, name="toy")
+
+
+def test_toy_folds_exactly_the_foldable_pairs_and_keeps_the_function():
+    model = randomize_norms(toy())
+    folded = fold_batch_norms(model)
+    assert folded is not model and folded.name == "toy"
+    assert sorted(norms_in(folded)) == ["bn_after_add", "bn_after_relu", "bn_of_shared_out"]
+    for name in ("conv_nobias", "conv_bias", "depthwise", "dense"):
+        assert folded.get_layer(name).use_bias, name
+    assert not folded.get_layer("conv_shared_out").bias is None  # unchanged layer, copied as is
+    assert_same_outputs(model, folded, images())
+
+
+def test_model_itself_is_unchanged_and_still_saves(tmp_path):
+    model = randomize_norms(toy())
+    before = [np.array(w) for w in model.weights]
+    x = images()
+    reference = np.asarray(model(x, training=False))
+    fold_batch_norms(model)
+    assert len(model.weights) == len(before)
+    for w, b in zip(model.weights, before):
+        np.testing.assert_array_equal(np.asarray(w), b)
+    assert model.get_layer("conv_nobias").bias is None
+    path = tmp_path / "toy.keras"
+    model.save(path)
+    reloaded = keras.models.load_model(path, safe_mode=True)
+    np.testing.assert_allclose(np.asarray(reloaded(x, training=False)), reference, rtol=1e-6, atol=1e-6)
+
+
+def test_shared_producer_and_channels_first_are_left_alone():
+    inp = keras.Input((8, 8, 4))
+    conv = keras.layers.Conv2D(4, 3, padding="same", use_bias=False, name="twice")
+    x = keras.layers.BatchNormalization(name="bn_a")(conv(inp))
+    x = keras.layers.BatchNormalization(name="bn_b")(conv(x))
+    first = keras.layers.Conv2D(4, 1, data_format="channels_first", name="cf")(x)
+    out = keras.layers.BatchNormalization(axis=1, name="bn_cf")(first)
+    model = randomize_norms(keras.Model(inp, out))
+    assert fold_batch_norms(model) is model  # nothing to fold: the model itself
+
+
+def test_nested_model_is_folded_too():
+    inner_in = keras.Input((16, 16, 3))
+    h = keras.layers.Conv2D(8, 3, use_bias=False, name="inner_conv")(inner_in)
+    h = keras.layers.BatchNormalization(name="inner_bn")(h)
+    inner = keras.Model(inner_in, h, name="inner")
+    inp = keras.Input((16, 16, 3))
+    out = keras.layers.GlobalAveragePooling2D()(inner(inp))
+    model = randomize_norms(keras.Model(inp, out))
+    folded = fold_batch_norms(model)
+    assert norms_in(folded.get_layer("inner")) == []
+    assert norms_in(model.get_layer("inner")) == ["inner_bn"]
+    assert_same_outputs(model, folded, images())
+
+
+def test_not_functional_is_a_type_error():
+    class Sub(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.conv = keras.layers.Conv2D(2, 1)
+
+        def call(self, x):
+            return self.conv(x)
+
+    sub = Sub()
+    with pytest.raises(TypeError, match="`model` must be a Functional Keras model"):
+        fold_batch_norms(sub)
+    assert inference_copy(sub) is sub
+
+
+@pytest.mark.parametrize("name, kept", [("iresnet18", 9), ("msconv_resnet26", 0), ("lgaf_resnet50", 25)])
+def test_applications(name, kept):
+    """IResNet: every convolution and the embedding's Dense take their batch norm; what stays is the
+    pre-activation bn1 of each block (after an Add, or the input) and bn2 after the last Add."""
+    model = randomize_norms(get_model(name, weights=None))
+    folded = fold_batch_norms(model)
+    assert len(norms_in(folded)) == kept
+    for layer in folded.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            producer = layer._inbound_nodes[0].input_tensors[0]._keras_history.operation
+            assert type(producer) not in (keras.layers.Conv2D, keras.layers.Dense), layer.name
+    x = images((2, 112, 112, 3))
+    a, b = np.asarray(model(x, training=False)), np.asarray(folded(x, training=False))
+    cosine = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+    assert cosine.min() > 0.99999
+    np.testing.assert_allclose(b, a, atol=2e-4 * np.abs(a).max())
+
+
+def test_mixed_precision_policy_is_kept():
+    keras.config.set_dtype_policy("mixed_bfloat16")
+    model = randomize_norms(toy())
+    folded = fold_batch_norms(model)
+    conv = folded.get_layer("conv_nobias")
+    assert conv.dtype_policy.name == "mixed_bfloat16"
+    assert conv.kernel.dtype == "float32"
+    assert_same_outputs(model, folded, images(), rtol=3e-2)
+
+
+def test_extract_embeddings_runs_the_folded_copy(monkeypatch):
+    from keras_fr.applications import folding
+    from keras_fr.evaluation import extract_embeddings
+
+    model = randomize_norms(get_model("iresnet18", weights=None))
+    faces = np.random.default_rng(3).integers(0, 256, (5, 112, 112, 3), dtype=np.uint8)
+    made = []
+    original = folding.inference_copy
+    monkeypatch.setattr(folding, "inference_copy", lambda m: made.append(original(m)) or made[-1])
+    folded = extract_embeddings(model, faces, batch_size=2, verbose=0)
+    assert len(made) == 1 and len(norms_in(made[0])) == 9
+    plain = extract_embeddings(model, faces, batch_size=2, verbose=0, fold_batch_norms=False)
+    assert len(made) == 1
+    np.testing.assert_allclose(folded, plain, atol=1e-5)
+
+
+def test_keras_runtime_runs_a_folded_snapshot():
+    from keras_fr.recognition.runtime import prepare_runtime
+
+    model = randomize_norms(get_model("iresnet18", weights=None))
+    runtime = prepare_runtime(model, "iresnet18", None, "keras")
+    x = images((2, 112, 112, 3))
+    np.testing.assert_allclose(runtime(x), np.asarray(model(x, training=False)),
+                               atol=2e-4 * np.abs(np.asarray(model(x, training=False))).max())
+    assert len(norms_in(runtime._keras._inference)) == 9
