@@ -9,7 +9,10 @@ the two outputs are checked to agree. Then, with the same weights:
   ``keras-fr verify/embed/identify`` take by default (``keras_fr.recognition.runtime``, ``"auto"``:
   the verified, cached TFLite file, built here into ``--cache-dir``), and (b) plain Keras (the better
   of the eager call and a ``tf.function(jit_compile=True)`` call);
-- **batch 32**: PyTorch eager against Keras (the best of eager, ``tf.function`` and XLA);
+- **batch 32**: PyTorch eager against Keras (the best of eager, ``tf.function`` and XLA, each on the
+  model and on its copy with the batch norms folded into the convolutions,
+  ``keras_fr.applications.fold_batch_norms``, which the library's batch paths run; ``--no-fold`` leaves
+  the copy out);
 - **batch 32, bfloat16** (no goal, for the record; ``--skip-bf16`` leaves it out): Keras under the
   ``mixed_bfloat16`` policy (float32 weights, bfloat16 arithmetic) against PyTorch with bfloat16 autocast
   and channels-last tensors, with the min cosine of the bfloat16 outputs to float32 Keras;
@@ -283,11 +286,20 @@ def _child(job):
         if keras.backend.backend() == "tensorflow":
             import tensorflow as tf
 
-            for mode, jit in (("graph", False), ("jit", True)):
-                if jit and not job.get("jit", True):
-                    continue
-                fn = tf.function(lambda v: model(v, training=False), jit_compile=jit)
-                times[mode] = _best_time(lambda v, fn=fn: np.asarray(fn(v)), x, job["iters"], job["warmup"])
+            from keras_fr.applications import fold_batch_norms
+
+            # The model itself, and the copy with its batch norms folded into the convolutions that the
+            # library's batch paths run (extract_embeddings, the recognizer's Keras runtime).
+            variants = {"": model}
+            if job.get("fold", True):
+                variants[", folded"] = fold_batch_norms(model)
+            for suffix, net in variants.items():
+                for mode, jit in (("graph", False), ("jit", True)):
+                    if jit and not job.get("jit", True):
+                        continue
+                    fn = tf.function(lambda v, net=net: net(v, training=False), jit_compile=jit)
+                    times[mode + suffix] = _best_time(lambda v, fn=fn: np.asarray(fn(v)), x, job["iters"],
+                                                      job["warmup"])
         mode, seconds = min(times.items(), key=lambda item: item[1])
         out = {"img_s": job["batch"] / seconds, "mode": mode, "maxrss_mb": _maxrss_mb(),
                "img_s_by_mode": {m: job["batch"] / t for m, t in times.items()}}
@@ -403,7 +415,8 @@ def bench_model(name, args, workdir, peak):
 
     batch = args.batch
     job = {"model": name, "batch": batch, "threads": args.threads, "iters": args.iters or 3,
-           "warmup": args.warmup, "weights": weights, "jit": not args.no_jit, "kind": "infer"}
+           "warmup": args.warmup, "weights": weights, "jit": not args.no_jit, "kind": "infer",
+           "fold": not args.no_fold}
     keras_b = run_child(dict(job, framework="keras"), args.child_timeout)
     torch_b = run_child(dict(job, framework="torch"), args.child_timeout)
     rows.append(_pair_row(common, "batch_keras", f"batch {batch}, keras", batch, keras_b, torch_b))
@@ -559,6 +572,8 @@ def parse_args(argv=None):
     parser.add_argument("--output", default=str(RESULTS), help="JSON results file")
     parser.add_argument("--no-jit", action="store_true",
                         help="time Keras eagerly only (skips the XLA compilation of each batch size)")
+    parser.add_argument("--no-fold", action="store_true",
+                        help="batch rows: time the model only, not its copy with folded batch norms")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     args.models = args.models or list(QUICK_MODELS if args.quick else MODELS)
@@ -605,7 +620,8 @@ def main(argv=None):
         "keras": keras.__version__,
         "backend": keras.backend.backend(),
         "settings": {k: getattr(args, k) for k in ("batch", "iters", "warmup", "steps", "num_classes",
-                                                   "no_jit", "skip_training", "skip_bf16", "curve_steps")},
+                                                   "no_jit", "no_fold", "skip_training", "skip_bf16",
+                                                   "curve_steps")},
         "peak": peak,
         "goals": [{"kind": k, "model": m, "min_ratio": v} for (k, m), v in GOALS.items()],
         "rows": rows,
