@@ -41,7 +41,8 @@ _EXTRAS = {
     "list_weights": "keras_fr.applications.weights",
     "preprocess_input": "keras_fr.applications.common",
     "count_parameters": "keras_fr.applications.common",
-    "fold_batch_norms": "keras_fr.applications.folding",
+    "inference_model": "keras_fr.applications.inference",
+    "MaximumPReLU": "keras_fr.applications.inference",
 }
 
 

@@ -78,7 +78,7 @@ def _embed_batch(model, x):
 
 def extract_embeddings(
     model, images, batch_size=64, flip=True, preprocess=True, verbose=1, image_size=None, normalize=True,
-    input_spec=None, fold_batch_norms=True,
+    input_spec=None, optimize=True,
 ):
     """Embed face images with a Keras model, batch by batch, as insightface's evaluation does.
 
@@ -107,12 +107,11 @@ def extract_embeddings(
             (``InputSpec.crops_from_arcface``, e.g. dlib's 150x150 chip) and normalization (its
             ``preprocess``) instead of being resized and scaled to [-1, 1]. ``None``: the ArcFace 112x112
             convention of the MSConv/IResNet/LGAF families.
-        fold_batch_norms: run a copy of a Functional ``model`` with each batch normalization folded
-            into the convolution or dense layer before it
-            (:func:`keras_fr.applications.fold_batch_norms`): the same embeddings up to float
-            rounding, faster (IResNet100 at batch 32: 1.08x, docs/benchmarks.md). Made once per call,
-            which takes a few seconds and holds a second copy of the weights while it runs.
-            ``False`` runs ``model`` itself.
+        optimize: run the inference copy of a Functional ``model``
+            (:func:`keras_fr.applications.inference_model`: batch norms folded into the convolutions,
+            PReLUs as a maximum): the same embeddings up to float rounding, faster (docs/benchmarks.md,
+            "The inference copy"). Made once per call, which takes a few seconds and holds a second
+            copy of the weights while it runs. ``False`` runs ``model`` itself.
 
     Returns:
         float32 (N, D) array of unit-norm embeddings (raw if ``normalize=False``), in the order of
@@ -139,8 +138,8 @@ def extract_embeddings(
     n = len(source)
     if n == 0:
         raise ValueError("`images` is empty.")
-    if fold_batch_norms:
-        from keras_fr.applications.folding import inference_copy
+    if optimize:
+        from keras_fr.applications.inference import inference_copy
 
         model = inference_copy(model)
     recrop = input_spec is not None and (

@@ -209,13 +209,13 @@ def evaluate_identification(
             return spec
         return read_image_list(spec, image_dir)
 
-    from keras_fr.applications.folding import inference_copy
+    from keras_fr.applications.inference import inference_copy
 
     g_images, g_labels = load(gallery)
     p_images, p_labels = load(probe)
     model = inference_copy(model)  # once for both sets
     kwargs = dict(batch_size=batch_size, flip=flip, verbose=verbose, input_spec=input_spec,
-                  fold_batch_norms=False)
+                  optimize=False)
     g_emb = extract_embeddings(model, g_images, **kwargs)
     p_emb = extract_embeddings(model, p_images, **kwargs)
     return identify(p_emb, p_labels, g_emb, g_labels, ranks=ranks, normalize=False)

@@ -142,9 +142,9 @@ class _KerasRunner:
     TensorFlow, jitted on JAX), not an eager call: eager LGAFResNet100 at batch 1 measured 1.0
     images/s against 4.6 for the graph (benchmarks/compare_reference.py, docs/benchmarks.md).
 
-    What runs is a copy with the batch normalizations folded into the layers before them
-    (:func:`keras_fr.applications.fold_batch_norms`), made on the first call: like a runtime file, it
-    is a snapshot of the weights at that moment."""
+    What runs is the model's inference copy (:func:`keras_fr.applications.inference_model`: batch
+    norms folded into the convolutions, PReLUs as a maximum), made on the first call: like a runtime
+    file, it is a snapshot of the weights at that moment."""
 
     def __init__(self, model):
         self.model = model
@@ -152,7 +152,7 @@ class _KerasRunner:
 
     def __call__(self, x):
         if self._inference is None:
-            from keras_fr.applications.folding import inference_copy
+            from keras_fr.applications.inference import inference_copy
 
             self._inference = inference_copy(self.model)
         return np.asarray(self._inference.predict_on_batch(np.asarray(x, np.float32)), np.float32)

@@ -1,21 +1,24 @@
-"""fold_batch_norms: the folded copy computes what the model computes (Keras' own batch normalization
-is the reference), folds exactly the pairs it may, leaves the model alone, and is what the library's
-batch paths run."""
+"""inference_model: the copy computes what the model computes (Keras' own batch normalization and
+PReLU are the reference), rewrites exactly what it may, leaves the model alone, and is what the
+library's batch paths run."""
 
 import numpy as np
 import pytest
 
 import keras
 
-from keras_fr.applications import fold_batch_norms, get_model
-from keras_fr.applications.folding import inference_copy
+from keras_fr.applications import MaximumPReLU, get_model, inference_model
+from keras_fr.applications.inference import inference_copy
 from keras_fr.layers.normalization import BatchNormalization
 
 
 def randomize_norms(model, seed=0):
-    """Moving statistics, scales and offsets far from the identity, so a wrong fold shows."""
+    """Moving statistics, scales and offsets far from the identity, so a wrong fold shows; PReLU
+    alphas of both signs (all at most 1)."""
     rng = np.random.default_rng(seed)
     for layer in model._flatten_layers():
+        if type(layer) is keras.layers.PReLU and layer.built:
+            layer.alpha.assign(rng.uniform(-0.5, 1.0, layer.alpha.shape))
         if isinstance(layer, keras.layers.BatchNormalization) and layer.built:
             c = layer.moving_mean.shape[0]
             layer.moving_mean.assign(rng.normal(0, 0.5, c))
@@ -65,9 +68,10 @@ def toy():
 
 def test_toy_folds_exactly_the_foldable_pairs_and_keeps_the_function():
     model = randomize_norms(toy())
-    folded = fold_batch_norms(model)
+    folded = inference_model(model)
     assert folded is not model and folded.name == "toy"
     assert sorted(norms_in(folded)) == ["bn_after_add", "bn_after_relu", "bn_of_shared_out"]
+    assert type(folded.get_layer("prelu")) is MaximumPReLU and folded.get_layer("prelu").form == "max"
     for name in ("conv_nobias", "conv_bias", "depthwise", "dense"):
         assert folded.get_layer(name).use_bias, name
     assert not folded.get_layer("conv_shared_out").bias is None  # unchanged layer, copied as is
@@ -79,7 +83,7 @@ def test_model_itself_is_unchanged_and_still_saves(tmp_path):
     before = [np.array(w) for w in model.weights]
     x = images()
     reference = np.asarray(model(x, training=False))
-    fold_batch_norms(model)
+    inference_model(model)
     assert len(model.weights) == len(before)
     for w, b in zip(model.weights, before):
         np.testing.assert_array_equal(np.asarray(w), b)
@@ -98,7 +102,7 @@ def test_shared_producer_and_channels_first_are_left_alone():
     first = keras.layers.Conv2D(4, 1, data_format="channels_first", name="cf")(x)
     out = keras.layers.BatchNormalization(axis=1, name="bn_cf")(first)
     model = randomize_norms(keras.Model(inp, out))
-    assert fold_batch_norms(model) is model  # nothing to fold: the model itself
+    assert inference_model(model) is model  # nothing to fold: the model itself
 
 
 def test_nested_model_is_folded_too():
@@ -109,7 +113,7 @@ def test_nested_model_is_folded_too():
     inp = keras.Input((16, 16, 3))
     out = keras.layers.GlobalAveragePooling2D()(inner(inp))
     model = randomize_norms(keras.Model(inp, out))
-    folded = fold_batch_norms(model)
+    folded = inference_model(model)
     assert norms_in(folded.get_layer("inner")) == []
     assert norms_in(model.get_layer("inner")) == ["inner_bn"]
     assert_same_outputs(model, folded, images())
@@ -126,17 +130,20 @@ def test_not_functional_is_a_type_error():
 
     sub = Sub()
     with pytest.raises(TypeError, match="`model` must be a Functional Keras model"):
-        fold_batch_norms(sub)
+        inference_model(sub)
     assert inference_copy(sub) is sub
 
 
 @pytest.mark.parametrize("name, kept", [("iresnet18", 9), ("msconv_resnet26", 0), ("lgaf_resnet50", 25)])
 def test_applications(name, kept):
     """IResNet: every convolution and the embedding's Dense take their batch norm; what stays is the
-    pre-activation bn1 of each block (after an Add, or the input) and bn2 after the last Add."""
+    pre-activation bn1 of each block (after an Add, or the input) and bn2 after the last Add. Every
+    top-level PReLU becomes a MaximumPReLU."""
     model = randomize_norms(get_model(name, weights=None))
-    folded = fold_batch_norms(model)
+    folded = inference_model(model)
     assert len(norms_in(folded)) == kept
+    prelus = [layer for layer in model.layers if isinstance(layer, keras.layers.PReLU)]
+    assert prelus and all(type(folded.get_layer(p.name)) is MaximumPReLU for p in prelus)
     for layer in folded.layers:
         if isinstance(layer, keras.layers.BatchNormalization):
             producer = layer._inbound_nodes[0].input_tensors[0]._keras_history.operation
@@ -151,7 +158,7 @@ def test_applications(name, kept):
 def test_mixed_precision_policy_is_kept():
     keras.config.set_dtype_policy("mixed_bfloat16")
     model = randomize_norms(toy())
-    folded = fold_batch_norms(model)
+    folded = inference_model(model)
     conv = folded.get_layer("conv_nobias")
     assert conv.dtype_policy.name == "mixed_bfloat16"
     assert conv.kernel.dtype == "float32"
@@ -159,17 +166,17 @@ def test_mixed_precision_policy_is_kept():
 
 
 def test_extract_embeddings_runs_the_folded_copy(monkeypatch):
-    from keras_fr.applications import folding
+    from keras_fr.applications import inference
     from keras_fr.evaluation import extract_embeddings
 
     model = randomize_norms(get_model("iresnet18", weights=None))
     faces = np.random.default_rng(3).integers(0, 256, (5, 112, 112, 3), dtype=np.uint8)
     made = []
-    original = folding.inference_copy
-    monkeypatch.setattr(folding, "inference_copy", lambda m: made.append(original(m)) or made[-1])
+    original = inference.inference_copy
+    monkeypatch.setattr(inference, "inference_copy", lambda m: made.append(original(m)) or made[-1])
     folded = extract_embeddings(model, faces, batch_size=2, verbose=0)
     assert len(made) == 1 and len(norms_in(made[0])) == 9
-    plain = extract_embeddings(model, faces, batch_size=2, verbose=0, fold_batch_norms=False)
+    plain = extract_embeddings(model, faces, batch_size=2, verbose=0, optimize=False)
     assert len(made) == 1
     np.testing.assert_allclose(folded, plain, atol=1e-5)
 
@@ -183,3 +190,48 @@ def test_keras_runtime_runs_a_folded_snapshot():
     np.testing.assert_allclose(runtime(x), np.asarray(model(x, training=False)),
                                atol=2e-4 * np.abs(np.asarray(model(x, training=False))).max())
     assert len(norms_in(runtime._keras._inference)) == 9
+
+
+@pytest.mark.parametrize("low, high, form", [(-3.0, 1.0, "max"), (1.0, 4.0, "min")])
+def test_maximum_prelu_is_prelu_bit_for_bit(low, high, form):
+    rng = np.random.default_rng(5)
+    alpha = rng.uniform(low, high, (1, 1, 6)).astype("float32")
+    alpha[..., 0] = 1.0  # the boundary belongs to both forms
+    x = rng.normal(0, 3, (4, 5, 5, 6)).astype("float32")
+    x[0, 0, 0] = 0.0
+    reference = keras.layers.PReLU(shared_axes=[1, 2])
+    reference.build(x.shape)
+    reference.alpha.assign(alpha)
+    ours = MaximumPReLU(form=form, shared_axes=[1, 2])
+    ours.build(x.shape)
+    ours.alpha.assign(alpha)
+    np.testing.assert_array_equal(np.asarray(ours(x)), np.asarray(reference(x)))
+    wrong = MaximumPReLU(form="min" if form == "max" else "max", shared_axes=[1, 2])
+    wrong.build(x.shape)
+    wrong.alpha.assign(alpha)
+    assert not np.array_equal(np.asarray(wrong(x)), np.asarray(reference(x)))  # the form matters
+
+
+def test_prelu_with_alphas_on_both_sides_of_one_is_kept():
+    inp = keras.Input((8, 8, 4))
+    conv = keras.layers.Conv2D(4, 1, use_bias=False)(inp)
+    mixed = keras.layers.PReLU(shared_axes=[1, 2], name="mixed")(keras.layers.BatchNormalization()(conv))
+    above = keras.layers.PReLU(shared_axes=[1, 2], name="above")(mixed)
+    model = randomize_norms(keras.Model(inp, above))
+    model.get_layer("mixed").alpha.assign(np.array([[[0.2, 1.5, -0.3, 0.9]]], "float32"))
+    model.get_layer("above").alpha.assign(np.array([[[1.5, 2.0, 1.0, 3.0]]], "float32"))
+    copy = inference_model(model)
+    assert type(copy.get_layer("mixed")) is keras.layers.PReLU
+    assert type(copy.get_layer("above")) is MaximumPReLU and copy.get_layer("above").form == "min"
+    assert_same_outputs(model, copy, images((2, 8, 8, 4)))
+
+
+def test_inference_copy_saves_and_loads(tmp_path):
+    model = randomize_norms(toy())
+    copy = inference_model(model)
+    path = tmp_path / "copy.keras"
+    copy.save(path)
+    reloaded = keras.models.load_model(path, safe_mode=True)
+    assert type(reloaded.get_layer("prelu")) is MaximumPReLU
+    x = images()
+    np.testing.assert_array_equal(np.asarray(reloaded(x, training=False)), np.asarray(copy(x, training=False)))

@@ -1,0 +1,258 @@
+"""Inference copies of a model: batch norms folded into the layers before them, PReLUs as a maximum.
+
+Two rewrites, both exact up to float rounding in inference, both measured on this project's CPU
+(docs/benchmarks.md, "The inference copy"):
+
+- **Batch norms folded.** In inference a batch normalization is an affine map per channel,
+  ``y = (x - mean) * s + beta`` with ``s = gamma / sqrt(variance + epsilon)``. When it directly
+  follows a convolution or a dense layer whose output nothing else reads, the map moves into that
+  layer's weights: the kernel's output channels are multiplied by ``s`` and the bias becomes
+  ``(bias - mean) * s + beta``. IResNet100 has a batch normalization after each of its 103
+  convolutions and after its embedding.
+- **PReLU as a maximum.** Keras computes ``prelu(x) = relu(x) - alpha * relu(-x)``, five passes over
+  the tensor in a TensorFlow graph. When every ``alpha <= 1`` the same values are
+  ``maximum(x, alpha * x)`` (bit for bit: for ``x < 0``, ``alpha * x >= x``; for ``x > 0``,
+  ``alpha * x <= x``), two passes; when every ``alpha >= 1``, ``minimum(x, alpha * x)``. The copy is a
+  snapshot, so the condition is checked on the weights it copies; a PReLU with alphas on both sides of
+  1 stays as it is.
+
+:func:`inference_model` is what the library's own batch paths run
+(:func:`keras_fr.evaluation.extract_embeddings`, the recognizer's Keras runtime); TFLite and ONNX
+files need neither rewrite (their converters fold the same batch norms, and both formats have a
+PReLU operator).
+"""
+
+import numpy as np
+
+import keras
+from keras import ops
+
+__all__ = ["inference_model", "MaximumPReLU"]
+
+
+@keras.saving.register_keras_serializable(package="keras_fr")
+class MaximumPReLU(keras.layers.PReLU):
+    """A PReLU computed as ``maximum(x, alpha * x)`` (``form="max"``) or ``minimum(x, alpha * x)``
+    (``form="min"``): two operations instead of Keras' five.
+
+    Equal to ``keras.layers.PReLU`` (bit for bit) when every alpha is at most 1 (``"max"``) or at
+    least 1 (``"min"``); :func:`inference_model` only puts it where that holds. Its gradients are
+    PReLU's too under the same condition, but it is meant for inference copies: training can move an
+    alpha across 1.
+
+    Args:
+        form: ``"max"`` or ``"min"``.
+        **kwargs: as for ``keras.layers.PReLU``.
+    """
+
+    def __init__(self, form="max", **kwargs):
+        super().__init__(**kwargs)
+        if form not in ("max", "min"):
+            raise ValueError(f"`form` must be 'max' (every alpha <= 1) or 'min' (every alpha >= 1); got {form!r}.")
+        self.form = form
+
+    def call(self, inputs):
+        scaled = ops.cast(self.alpha, inputs.dtype) * inputs
+        return ops.maximum(inputs, scaled) if self.form == "max" else ops.minimum(inputs, scaled)
+
+    def get_config(self):
+        return dict(super().get_config(), form=self.form)
+
+
+def _prelu_form(layer):
+    """``"max"`` / ``"min"`` when Keras' own PReLU ``layer`` can be a :class:`MaximumPReLU`, else ``None``."""
+    if type(layer) is not keras.layers.PReLU or getattr(layer, "alpha", None) is None:
+        return None
+    alpha = np.asarray(layer.alpha, np.float64)
+    if not np.all(np.isfinite(alpha)):
+        return None
+    if np.all(alpha <= 1):
+        return "max"
+    if np.all(alpha >= 1):
+        return "min"
+    return None
+
+
+def _foldable_producer(layer):
+    """True when a batch normalization after ``layer`` can move into ``layer``'s weights: Keras'
+    own convolution or dense layer (not a subclass, whose ``call`` may differ), channels last, no
+    activation, not quantized, no LoRA."""
+    exact = (keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D, keras.layers.DepthwiseConv2D,
+             keras.layers.Dense)
+    if type(layer) not in exact:
+        return False
+    if getattr(layer, "data_format", "channels_last") != "channels_last":
+        return False
+    if getattr(layer, "activation", None) not in (None, keras.activations.linear):
+        return False
+    if getattr(layer, "lora_enabled", False) or getattr(layer, "quantization_mode", None):
+        return False
+    return getattr(layer, "kernel", None) is not None
+
+
+def _foldable_norm(layer, rank):
+    """True for a (keras_fr or Keras) batch normalization over the last axis of a rank-``rank`` input
+    whose inference is Keras' formula."""
+    from keras_fr.layers.normalization import BatchNormalization
+
+    if not isinstance(layer, keras.layers.BatchNormalization):
+        return False
+    if type(layer).call not in (keras.layers.BatchNormalization.call, BatchNormalization.call):
+        return False
+    axis = layer.axis if layer.axis >= 0 else rank + layer.axis
+    return axis == rank - 1 and getattr(layer, "moving_mean", None) is not None
+
+
+def _plain_call(node):
+    """No call arguments but the inputs (``mask=None`` and ``training=None/False`` are allowed)."""
+    return all(value is None or (key == "training" and value is False)
+               for key, value in node.arguments.kwargs.items())
+
+
+def _pairs(model):
+    """``{id(producer): norm}`` for each (producer, batch normalization) pair of ``model``'s own graph
+    that can be folded: each layer called once in the model, and the producer's output read by the
+    normalization only (not by another layer, nor a model output)."""
+    nodes = [node for depth in model._nodes_by_depth.values() for node in depth]
+    calls, readers = {}, {}
+    for node in nodes:
+        if node.operation is None or node.is_input:
+            continue
+        calls[id(node.operation)] = calls.get(id(node.operation), 0) + 1
+        for tensor in node.input_tensors:
+            readers[id(tensor)] = readers.get(id(tensor), 0) + 1
+    for tensor in model.outputs:
+        readers[id(tensor)] = readers.get(id(tensor), 0) + 1
+    pairs = {}
+    for node in nodes:
+        norm = node.operation
+        if norm is None or node.is_input or len(node.input_tensors) != 1:
+            continue
+        (tensor,) = node.input_tensors
+        producer = tensor._keras_history.operation
+        if (
+            _foldable_norm(norm, len(tensor.shape))
+            and _foldable_producer(producer)
+            and calls.get(id(norm)) == 1
+            and calls.get(id(producer)) == 1
+            and readers.get(id(tensor)) == 1
+            and _plain_call(node)
+        ):
+            pairs[id(producer)] = norm
+    return pairs
+
+
+def folded_weights(layer, norm):
+    """The (kernel, bias) of ``layer`` with ``norm`` (a batch normalization reading its output) folded
+    in, computed in float64."""
+    kernel = np.asarray(layer.kernel, np.float64)
+    depthwise = isinstance(layer, keras.layers.DepthwiseConv2D)  # output channel c * multiplier + m
+    channels = kernel.shape[-2] * kernel.shape[-1] if depthwise else kernel.shape[-1]
+    bias = np.asarray(layer.bias, np.float64) if getattr(layer, "bias", None) is not None else np.zeros(channels)
+    mean = np.asarray(norm.moving_mean, np.float64)
+    variance = np.asarray(norm.moving_variance, np.float64)
+    gamma = np.asarray(norm.gamma, np.float64) if norm.scale else np.ones(channels)
+    beta = np.asarray(norm.beta, np.float64) if norm.center else np.zeros(channels)
+    scale = gamma / np.sqrt(variance + norm.epsilon)
+    folded = kernel * (scale.reshape(kernel.shape[-2:]) if depthwise else scale)
+    return folded, (bias - mean) * scale + beta
+
+
+def inference_model(model):
+    """A copy of ``model`` for inference: batch norms folded into the layers before them, PReLUs as a maximum.
+
+    A batch normalization is folded when it directly follows a Keras ``Conv1D`` / ``Conv2D`` /
+    ``Conv3D`` / ``DepthwiseConv2D`` / ``Dense`` (channels last, no activation) whose output nothing
+    else reads; that layer gets a bias if it had none, and the normalization is left out of the copy.
+    A Keras ``PReLU`` whose alphas are all at most 1 (or all at least 1) becomes a
+    :class:`MaximumPReLU` (the module's docstring says why both are exact). Everything else is copied
+    as it is (new layers, the same weights); nested Functional models are rewritten in turn, layers
+    inside custom layers (MSConv's, LGAF's heads) are not; ``model`` itself is not changed.
+
+    The copy gives ``model``'s outputs in inference (``training=False``) up to float rounding
+    (IResNet100's embeddings: cosine 0.99999 and more to the original's). It is a snapshot of the
+    weights, for inference only: the folded layers have no moving statistics to train.
+
+    Args:
+        model: a Functional ``keras.Model`` (every keras_fr application is one).
+
+    Returns:
+        A new Functional model with the same inputs, outputs and name; ``model`` itself when there is
+        nothing to rewrite.
+
+    Raises:
+        TypeError: when ``model`` is not a Functional Keras model (a subclassed model has no graph to
+            rewrite).
+
+    Example:
+
+        model = keras_fr.applications.IResNet100(weights=None)
+        fast = keras_fr.applications.inference_model(model)
+        embeddings = fast.predict(preprocess_input(faces), batch_size=32)
+    """
+    return _rewrite(model)[0]
+
+
+def inference_copy(model):
+    """:func:`inference_model` for a Functional model, ``model`` itself for anything else (a subclassed
+    model, a callable): what the library's batch paths run."""
+    return _rewrite(model)[0] if _is_functional(model) else model
+
+
+def _is_functional(model):
+    from keras.src.models.functional import Functional
+
+    return isinstance(model, Functional)
+
+
+def _rewrite(model):
+    """``(copy, {"folded": batch norms folded, "prelu": PReLUs rewritten})``; see :func:`inference_model`."""
+    if not _is_functional(model):
+        raise TypeError(
+            "`model` must be a Functional Keras model (built from inputs and outputs, as every keras_fr "
+            f"application is) to make its inference copy; got {type(model).__name__}."
+        )
+    pairs = _pairs(model)
+    prelus = {id(layer): form for layer in model.layers if (form := _prelu_form(layer))}
+    counts = {"folded": len(pairs), "prelu": len(prelus)}
+    nested = {}
+    for layer in model.layers:
+        if _is_functional(layer):
+            copy, inner = _rewrite(layer)
+            if copy is not layer:
+                nested[id(layer)] = copy
+                counts = {key: counts[key] + inner[key] for key in counts}
+    if not pairs and not prelus and not nested:
+        return model, counts
+    folded_norms = {id(norm) for norm in pairs.values()}
+    originals = {}  # id(clone) -> original layer
+
+    def clone(layer):
+        if id(layer) in nested:
+            new = nested[id(layer)]
+        elif id(layer) in pairs:
+            new = type(layer).from_config(dict(layer.get_config(), use_bias=True))
+        elif id(layer) in prelus:
+            new = MaximumPReLU.from_config(dict(layer.get_config(), form=prelus[id(layer)]))
+        else:
+            new = type(layer).from_config(layer.get_config())
+        originals[id(new)] = layer
+        return new
+
+    def call(layer, *args, **kwargs):
+        if id(originals.get(id(layer))) in folded_norms:
+            return args[0]
+        return layer(*args, **kwargs)
+
+    copy = keras.models.clone_model(model, clone_function=clone, call_function=call)
+    for new in copy.layers:
+        old = originals.get(id(new))
+        if old is None or id(old) in nested:
+            continue
+        if id(old) in pairs:
+            kernel, bias = folded_weights(old, pairs[id(old)])
+            new.kernel.assign(ops.cast(kernel, new.kernel.dtype))
+            new.bias.assign(ops.cast(bias, new.bias.dtype))
+        else:
+            new.set_weights(old.get_weights())
+    return copy, counts
