@@ -10,9 +10,8 @@ the two outputs are checked to agree. Then, with the same weights:
   the verified, cached TFLite file, built here into ``--cache-dir``), and (b) plain Keras (the better
   of the eager call and a ``tf.function(jit_compile=True)`` call);
 - **batch 32**: PyTorch eager against Keras (the best of eager, ``tf.function`` and XLA, each on the
-  model and on its copy with the batch norms folded into the convolutions,
-  ``keras_fr.applications.fold_batch_norms``, which the library's batch paths run; ``--no-fold`` leaves
-  the copy out);
+  model and on its inference copy, ``keras_fr.applications.inference_model``, which the library's
+  batch paths run; ``--no-inference-copy`` leaves the copy out);
 - **batch 32, bfloat16** (no goal, for the record; ``--skip-bf16`` leaves it out): Keras under the
   ``mixed_bfloat16`` policy (float32 weights, bfloat16 arithmetic) against PyTorch with bfloat16 autocast
   and channels-last tensors, with the min cosine of the bfloat16 outputs to float32 Keras;
@@ -286,13 +285,13 @@ def _child(job):
         if keras.backend.backend() == "tensorflow":
             import tensorflow as tf
 
-            from keras_fr.applications import fold_batch_norms
+            from keras_fr.applications import inference_model
 
-            # The model itself, and the copy with its batch norms folded into the convolutions that the
-            # library's batch paths run (extract_embeddings, the recognizer's Keras runtime).
+            # The model itself, and its inference copy (batch norms folded, PReLUs as a maximum) that
+            # the library's batch paths run (extract_embeddings, the recognizer's Keras runtime).
             variants = {"": model}
-            if job.get("fold", True):
-                variants[", folded"] = fold_batch_norms(model)
+            if job.get("inference_copy", True):
+                variants[", inference copy"] = inference_model(model)
             for suffix, net in variants.items():
                 for mode, jit in (("graph", False), ("jit", True)):
                     if jit and not job.get("jit", True):
@@ -416,7 +415,7 @@ def bench_model(name, args, workdir, peak):
     batch = args.batch
     job = {"model": name, "batch": batch, "threads": args.threads, "iters": args.iters or 3,
            "warmup": args.warmup, "weights": weights, "jit": not args.no_jit, "kind": "infer",
-           "fold": not args.no_fold}
+           "inference_copy": not args.no_inference_copy}
     keras_b = run_child(dict(job, framework="keras"), args.child_timeout)
     torch_b = run_child(dict(job, framework="torch"), args.child_timeout)
     rows.append(_pair_row(common, "batch_keras", f"batch {batch}, keras", batch, keras_b, torch_b))
@@ -470,6 +469,8 @@ def _pair_row(common, kind, label, batch, keras_r, torch_r):
         row[f"{prefix}_maxrss_mb"] = result["maxrss_mb"]
         if "final_loss" in result:
             row[f"{prefix}_final_loss"] = result["final_loss"]
+        if "img_s_by_mode" in result:
+            row[f"{prefix}_img_s_by_mode"] = result["img_s_by_mode"]
     return row
 
 
@@ -529,6 +530,10 @@ def print_table(rows, peak, quick):
             if f"{prefix}_failed" in r:
                 print(f"    {prefix} failed: {r[prefix + '_failed']}")
     for r in rows:
+        if "keras_img_s_by_mode" in r:
+            modes = ", ".join(f"{mode} {value:.2f}" for mode, value in r["keras_img_s_by_mode"].items())
+            print(f"{r['model']} {r['row']}: keras img/s by mode: {modes}")
+    for r in rows:
         if "bf16_min_cosine_to_float32" in r:
             print(f"{r['model']}: bfloat16 Keras outputs against float32 Keras: min cosine "
                   f"{r['bf16_min_cosine_to_float32']:.6f} (4 check inputs)")
@@ -572,8 +577,8 @@ def parse_args(argv=None):
     parser.add_argument("--output", default=str(RESULTS), help="JSON results file")
     parser.add_argument("--no-jit", action="store_true",
                         help="time Keras eagerly only (skips the XLA compilation of each batch size)")
-    parser.add_argument("--no-fold", action="store_true",
-                        help="batch rows: time the model only, not its copy with folded batch norms")
+    parser.add_argument("--no-inference-copy", action="store_true",
+                        help="batch rows: time the model only, not its inference copy (inference_model)")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     args.models = args.models or list(QUICK_MODELS if args.quick else MODELS)
@@ -620,7 +625,7 @@ def main(argv=None):
         "keras": keras.__version__,
         "backend": keras.backend.backend(),
         "settings": {k: getattr(args, k) for k in ("batch", "iters", "warmup", "steps", "num_classes",
-                                                   "no_jit", "no_fold", "skip_training", "skip_bf16",
+                                                   "no_jit", "no_inference_copy", "skip_training", "skip_bf16",
                                                    "curve_steps")},
         "peak": peak,
         "goals": [{"kind": k, "model": m, "min_ratio": v} for (k, m), v in GOALS.items()],
