@@ -37,7 +37,7 @@ _SERIALIZABLES = (
     "keras_fr.layers.lgaf",
     "keras_fr.layers.margin",
     "keras_fr.applications.iresnet",
-    "keras_fr.applications.inference",
+    "keras_fr.layers.activations",
     "keras_fr.training.losses",
     "keras_fr.training.recipes",
     "keras_fr.training.models",

@@ -42,7 +42,6 @@ _EXTRAS = {
     "preprocess_input": "keras_fr.applications.common",
     "count_parameters": "keras_fr.applications.common",
     "inference_model": "keras_fr.applications.inference",
-    "MaximumPReLU": "keras_fr.applications.inference",
 }
 
 

@@ -27,36 +27,9 @@ import numpy as np
 import keras
 from keras import ops
 
-__all__ = ["inference_model", "MaximumPReLU"]
+from keras_fr.layers.activations import MaximumPReLU
 
-
-@keras.saving.register_keras_serializable(package="keras_fr")
-class MaximumPReLU(keras.layers.PReLU):
-    """A PReLU computed as ``maximum(x, alpha * x)`` (``form="max"``) or ``minimum(x, alpha * x)``
-    (``form="min"``): two operations instead of Keras' five.
-
-    Equal to ``keras.layers.PReLU`` (bit for bit) when every alpha is at most 1 (``"max"``) or at
-    least 1 (``"min"``); :func:`inference_model` only puts it where that holds. Its gradients are
-    PReLU's too under the same condition, but it is meant for inference copies: training can move an
-    alpha across 1.
-
-    Args:
-        form: ``"max"`` or ``"min"``.
-        **kwargs: as for ``keras.layers.PReLU``.
-    """
-
-    def __init__(self, form="max", **kwargs):
-        super().__init__(**kwargs)
-        if form not in ("max", "min"):
-            raise ValueError(f"`form` must be 'max' (every alpha <= 1) or 'min' (every alpha >= 1); got {form!r}.")
-        self.form = form
-
-    def call(self, inputs):
-        scaled = ops.cast(self.alpha, inputs.dtype) * inputs
-        return ops.maximum(inputs, scaled) if self.form == "max" else ops.minimum(inputs, scaled)
-
-    def get_config(self):
-        return dict(super().get_config(), form=self.form)
+__all__ = ["inference_model"]
 
 
 def _prelu_form(layer):
@@ -165,7 +138,7 @@ def inference_model(model):
     ``Conv3D`` / ``DepthwiseConv2D`` / ``Dense`` (channels last, no activation) whose output nothing
     else reads; that layer gets a bias if it had none, and the normalization is left out of the copy.
     A Keras ``PReLU`` whose alphas are all at most 1 (or all at least 1) becomes a
-    :class:`MaximumPReLU` (the module's docstring says why both are exact). Everything else is copied
+    :class:`keras_fr.layers.MaximumPReLU` (the module's docstring says why both are exact). Everything else is copied
     as it is (new layers, the same weights); nested Functional models are rewritten in turn, layers
     inside custom layers (MSConv's, LGAF's heads) are not; ``model`` itself is not changed.
 
@@ -200,9 +173,8 @@ def inference_copy(model):
 
 
 def _is_functional(model):
-    from keras.src.models.functional import Functional
-
-    return isinstance(model, Functional)
+    """A Keras model with a graph of layers (Keras' Functional class, which is not public API)."""
+    return isinstance(model, keras.Model) and hasattr(model, "_nodes_by_depth") and hasattr(model, "outputs")
 
 
 def _rewrite(model):

@@ -16,6 +16,8 @@ _PUBLIC = {
     "PartialFC": "keras_fr.layers.partial_fc",
     # Keras' BatchNormalization with a fused training step on TensorFlow
     "BatchNormalization": "keras_fr.layers.normalization",
+    # PReLU as maximum(x, alpha * x), for inference copies (keras_fr.applications.inference_model)
+    "MaximumPReLU": "keras_fr.layers.activations",
     # what a layer tells the exporters (keras_fr.export)
     "ExportHooks": "keras_fr.layers.export_hooks",
     "ExportTarget": "keras_fr.layers.export_hooks",

@@ -7,8 +7,9 @@ import pytest
 
 import keras
 
-from keras_fr.applications import MaximumPReLU, get_model, inference_model
+from keras_fr.applications import get_model, inference_model
 from keras_fr.applications.inference import inference_copy
+from keras_fr.layers import MaximumPReLU
 from keras_fr.layers.normalization import BatchNormalization
 
 
