@@ -282,6 +282,7 @@ def _child(job):
         model = get_model(job["model"], weights=job["weights"])
         x = _inputs(job["batch"])
         times = {"eager": _best_time(lambda v: np.asarray(model(v, training=False)), x, job["iters"], job["warmup"])}
+        variants = {"": model}
         if keras.backend.backend() == "tensorflow":
             import tensorflow as tf
 
@@ -289,7 +290,6 @@ def _child(job):
 
             # The model itself, and its inference copy (batch norms folded, PReLUs as a maximum) that
             # the library's batch paths run (extract_embeddings, the recognizer's Keras runtime).
-            variants = {"": model}
             if job.get("inference_copy", True):
                 variants[", inference copy"] = inference_model(model)
             for suffix, net in variants.items():
@@ -302,9 +302,13 @@ def _child(job):
         mode, seconds = min(times.items(), key=lambda item: item[1])
         out = {"img_s": job["batch"] / seconds, "mode": mode, "maxrss_mb": _maxrss_mb(),
                "img_s_by_mode": {m: job["batch"] / t for m, t in times.items()}}
+        check = _inputs(4, seed=1)
         if job.get("bfloat16"):
             out["mode"] += ", mixed_bfloat16"
-            out["check_output"] = np.asarray(model(_inputs(4, seed=1), training=False), "float32").tolist()
+            out["check_output"] = np.asarray(model(check, training=False), "float32").tolist()
+        if len(variants) > 1:  # what the inference copy gives on the check inputs
+            copy = variants[", inference copy"]
+            out["check_output_copy"] = np.asarray(copy(check, training=False), "float32").tolist()
         return out
 
     import tensorflow as tf
@@ -418,7 +422,11 @@ def bench_model(name, args, workdir, peak):
            "inference_copy": not args.no_inference_copy}
     keras_b = run_child(dict(job, framework="keras"), args.child_timeout)
     torch_b = run_child(dict(job, framework="torch"), args.child_timeout)
-    rows.append(_pair_row(common, "batch_keras", f"batch {batch}, keras", batch, keras_b, torch_b))
+    row = _pair_row(common, "batch_keras", f"batch {batch}, keras", batch, keras_b, torch_b)
+    if "check_output_copy" in keras_b:
+        _, cos = compare_outputs(keras_check, np.asarray(keras_b["check_output_copy"]))
+        row["copy_min_cosine_to_model"] = float(np.min(cos))
+    rows.append(row)
     if not args.skip_bf16:
         # bfloat16 inference on both sides (AMX / AVX512-BF16 where the CPU has them): no goal, for the
         # record; the outputs' cosine to float32 Keras on the check inputs says what it costs.
@@ -428,6 +436,9 @@ def bench_model(name, args, workdir, peak):
         if "check_output" in keras_h:
             _, cos = compare_outputs(keras_check, np.asarray(keras_h["check_output"]))
             row["bf16_min_cosine_to_float32"] = float(np.min(cos))
+        if "check_output_copy" in keras_h:
+            _, cos = compare_outputs(keras_check, np.asarray(keras_h["check_output_copy"]))
+            row["bf16_copy_min_cosine_to_float32"] = float(np.min(cos))
         rows.append(row)
     if not args.skip_training:
         job = dict(job, kind="train", steps=args.steps, warmup=max(1, args.warmup),
@@ -534,9 +545,15 @@ def print_table(rows, peak, quick):
             modes = ", ".join(f"{mode} {value:.2f}" for mode, value in r["keras_img_s_by_mode"].items())
             print(f"{r['model']} {r['row']}: keras img/s by mode: {modes}")
     for r in rows:
+        if "copy_min_cosine_to_model" in r:
+            print(f"{r['model']}: the inference copy's outputs against the model's (float32): min cosine "
+                  f"{r['copy_min_cosine_to_model']:.8f} (4 check inputs)")
         if "bf16_min_cosine_to_float32" in r:
             print(f"{r['model']}: bfloat16 Keras outputs against float32 Keras: min cosine "
                   f"{r['bf16_min_cosine_to_float32']:.6f} (4 check inputs)")
+        if "bf16_copy_min_cosine_to_float32" in r:
+            print(f"{r['model']}: bfloat16 inference copy's outputs against float32 Keras: min cosine "
+                  f"{r['bf16_copy_min_cosine_to_float32']:.6f} (4 check inputs)")
         curve = r.get("loss_curve")
         if curve and "skipped" in curve:
             print(f"{r['model']}: loss curve against PyTorch not measured: {curve['skipped']}")
