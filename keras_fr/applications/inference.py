@@ -163,13 +163,13 @@ def inference_model(model):
         fast = keras_fr.applications.inference_model(model)
         embeddings = fast.predict(preprocess_input(faces), batch_size=32)
     """
-    return _rewrite(model)[0]
+    return _rewrite(model)
 
 
 def inference_copy(model):
     """:func:`inference_model` for a Functional model, ``model`` itself for anything else (a subclassed
     model, a callable): what the library's batch paths run."""
-    return _rewrite(model)[0] if _is_functional(model) else model
+    return _rewrite(model) if _is_functional(model) else model
 
 
 def _is_functional(model):
@@ -178,7 +178,7 @@ def _is_functional(model):
 
 
 def _rewrite(model):
-    """``(copy, {"folded": batch norms folded, "prelu": PReLUs rewritten})``; see :func:`inference_model`."""
+    """The copy, or ``model`` itself when nothing in it is rewritten; see :func:`inference_model`."""
     if not _is_functional(model):
         raise TypeError(
             "`model` must be a Functional Keras model (built from inputs and outputs, as every keras_fr "
@@ -186,16 +186,14 @@ def _rewrite(model):
         )
     pairs = _pairs(model)
     prelus = {id(layer): form for layer in model.layers if (form := _prelu_form(layer))}
-    counts = {"folded": len(pairs), "prelu": len(prelus)}
     nested = {}
     for layer in model.layers:
         if _is_functional(layer):
-            copy, inner = _rewrite(layer)
+            copy = _rewrite(layer)
             if copy is not layer:
                 nested[id(layer)] = copy
-                counts = {key: counts[key] + inner[key] for key in counts}
     if not pairs and not prelus and not nested:
-        return model, counts
+        return model
     folded_norms = {id(norm) for norm in pairs.values()}
     originals = {}  # id(clone) -> original layer
 
@@ -227,4 +225,4 @@ def _rewrite(model):
             new.bias.assign(ops.cast(bias, new.bias.dtype))
         else:
             new.set_weights(old.get_weights())
-    return copy, counts
+    return copy

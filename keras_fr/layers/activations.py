@@ -11,9 +11,9 @@ class MaximumPReLU(keras.layers.PReLU):
     (``form="min"``): two operations instead of Keras' five.
 
     Equal to ``keras.layers.PReLU`` (bit for bit) when every alpha is at most 1 (``"max"``) or at
-    least 1 (``"min"``); :func:`keras_fr.applications.inference_model` only puts it where that holds. Its gradients are
-    PReLU's too under the same condition, but it is meant for inference copies: training can move an
-    alpha across 1.
+    least 1 (``"min"``); :func:`keras_fr.applications.inference_model` only puts it where that holds.
+    Its gradients are PReLU's too under the same condition, but it is meant for inference copies:
+    training can move an alpha across 1.
 
     Args:
         form: ``"max"`` or ``"min"``.
@@ -23,7 +23,9 @@ class MaximumPReLU(keras.layers.PReLU):
     def __init__(self, form="max", **kwargs):
         super().__init__(**kwargs)
         if form not in ("max", "min"):
-            raise ValueError(f"`form` must be 'max' (every alpha <= 1) or 'min' (every alpha >= 1); got {form!r}.")
+            raise ValueError(
+                f"`form` must be 'max' (every alpha <= 1) or 'min' (every alpha >= 1); got {form!r}."
+            )
         self.form = form
 
     def call(self, inputs):
