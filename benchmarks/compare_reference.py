@@ -423,9 +423,7 @@ def bench_model(name, args, workdir, peak):
     keras_b = run_child(dict(job, framework="keras"), args.child_timeout)
     torch_b = run_child(dict(job, framework="torch"), args.child_timeout)
     row = _pair_row(common, "batch_keras", f"batch {batch}, keras", batch, keras_b, torch_b)
-    if "check_output_copy" in keras_b:
-        _, cos = compare_outputs(keras_check, np.asarray(keras_b["check_output_copy"]))
-        row["copy_min_cosine_to_model"] = float(np.min(cos))
+    _check_cosine(row, "copy_min_cosine_to_model", keras_check, keras_b, "check_output_copy")
     rows.append(row)
     if not args.skip_bf16:
         # bfloat16 inference on both sides (AMX / AVX512-BF16 where the CPU has them): no goal, for the
@@ -433,12 +431,8 @@ def bench_model(name, args, workdir, peak):
         keras_h = run_child(dict(job, framework="keras", bfloat16=True), args.child_timeout)
         torch_h = run_child(dict(job, framework="torch", bfloat16=True), args.child_timeout)
         row = _pair_row(common, "batch_keras_bf16", f"batch {batch}, keras bf16", batch, keras_h, torch_h)
-        if "check_output" in keras_h:
-            _, cos = compare_outputs(keras_check, np.asarray(keras_h["check_output"]))
-            row["bf16_min_cosine_to_float32"] = float(np.min(cos))
-        if "check_output_copy" in keras_h:
-            _, cos = compare_outputs(keras_check, np.asarray(keras_h["check_output_copy"]))
-            row["bf16_copy_min_cosine_to_float32"] = float(np.min(cos))
+        _check_cosine(row, "bf16_min_cosine_to_float32", keras_check, keras_h, "check_output")
+        _check_cosine(row, "bf16_copy_min_cosine_to_float32", keras_check, keras_h, "check_output_copy")
         rows.append(row)
     if not args.skip_training:
         job = dict(job, kind="train", steps=args.steps, warmup=max(1, args.warmup),
@@ -467,6 +461,16 @@ def loss_curve_check(name, args, batch, workdir):
     keep = ("steps", "precision", "lr", "num_classes", "max_rel_diff", "mean_rel_diff", "worst_step",
             "tolerance", "agree", "keras_losses", "torch_losses")
     return {key: result[key] for key in keep}
+
+
+def _check_cosine(row, key, reference, result, output):
+    """``row[key]``: the min cosine of ``result[output]`` (a child's outputs on the check inputs) to
+    ``reference``, when the child returned them."""
+    if output in result:
+        from keras_fr.conversion import compare_outputs
+
+        _, cos = compare_outputs(reference, np.asarray(result[output]))
+        row[key] = float(np.min(cos))
 
 
 def _pair_row(common, kind, label, batch, keras_r, torch_r):
