@@ -7,7 +7,8 @@ the two outputs are checked to agree. Then, with the same weights:
 
 - **batch 1**: PyTorch eager (eval, ``no_grad``, in a child process) against (a) the path ``FaceRecognizer`` and
   ``keras-fr verify/embed/identify`` take by default (``keras_fr.recognition.runtime``, ``"auto"``:
-  the verified, cached TFLite file, built here into ``--cache-dir``), and (b) plain Keras (the better
+  the fastest of the verified, cached TFLite and ONNX Runtime files, or Keras when Keras was timed
+  faster, built here into ``--cache-dir``; the timing it chose by is printed), and (b) plain Keras (the better
   of the eager call and a ``tf.function(jit_compile=True)`` call);
 - **batch 32**: PyTorch eager against Keras (the best of eager, ``tf.function`` and XLA, each on the
   model and on its inference copy, ``keras_fr.applications.inference_model``, which the library's
@@ -47,6 +48,7 @@ Usage:
 """
 
 import argparse
+import contextlib
 import copy
 import json
 import os
@@ -394,6 +396,10 @@ def bench_model(name, args, workdir, peak):
     runtime = prepare_runtime(model, name, file_sha256(weights), "auto", cache_dir=args.cache_dir,
                               input_size=IMAGE_SIZE)
     runtime_setup = time.perf_counter() - start
+    # What "auto" chose from: the batch-1 timing of every file and of Keras, kept in the files' records.
+    record_path = os.path.splitext(runtime.path)[0] + ".json" if runtime.path else None
+    with open(record_path, encoding="utf-8") if record_path else contextlib.nullcontext() as f:
+        choice_timing = json.load(f).get("batch1_seconds") if f else None
     t_runtime1 = _best_time(runtime, x1, iters1, args.warmup)
     keras_times = {"eager": _best_time(lambda v: np.asarray(model(v, training=False)), x1, iters1, args.warmup)}
     if not args.no_jit:
@@ -410,7 +416,7 @@ def bench_model(name, args, workdir, peak):
              keras_mode=f"runtime {runtime.name}" + (" (cached)" if runtime.cached else ""),
              torch_img_s=1 / t_torch1, torch_mode="eager", torch_maxrss_mb=torch_1["maxrss_mb"],
              runtime_setup_s=runtime_setup,
-             runtime_min_cosine=runtime.min_cosine),
+             runtime_min_cosine=runtime.min_cosine, runtime_choice_timing=choice_timing),
         dict(common, kind="b1_keras", row="batch 1, keras", batch=1, keras_img_s=1 / t_keras1, keras_mode=mode1,
              torch_img_s=1 / t_torch1, torch_mode="eager"),
     ]
@@ -548,6 +554,12 @@ def print_table(rows, peak, quick):
         if "keras_img_s_by_mode" in r:
             modes = ", ".join(f"{mode} {value:.2f}" for mode, value in r["keras_img_s_by_mode"].items())
             print(f"{r['model']} {r['row']}: keras img/s by mode: {modes}")
+    for r in rows:
+        if r.get("runtime_choice_timing"):
+            times = ", ".join(f"{kind} {'failed' if sec is None else f'{sec * 1000:.1f} ms'}"
+                              for kind, sec in r["runtime_choice_timing"].items() if kind != "batch")
+            print(f"{r['model']}: the default runtime chose {r['keras_mode'].split()[1]} from its batch-1 "
+                  f"timing when the files were built: {times}")
     for r in rows:
         if "copy_min_cosine_to_model" in r:
             print(f"{r['model']}: the inference copy's outputs against the model's (float32): min cosine "

@@ -17,9 +17,9 @@ def add_runtime_arg(parser):
         "--runtime",
         default="auto",
         metavar="|".join(RUNTIMES),
-        help="where embeddings are computed: auto (default: a TFLite file of the model, built once, "
-        "checked against Keras and cached, when the weights have a file; else Keras), keras, tflite "
-        "or onnx (see docs/recognition.md)",
+        help="where embeddings are computed: auto (default: the faster of a TFLite and an ONNX file of "
+        "the model, built once, checked against Keras, timed and cached, when the weights have a file; "
+        "else Keras), keras, tflite or onnx (see docs/recognition.md)",
     )
 
 

@@ -14,11 +14,12 @@ The one object a user needs::
   (``keras_fr.detection``) and aligned the way the model expects (its ``InputSpec``: ArcFace 112x112 or
   dlib's 150x150 chip); ``aligned=True`` says the inputs are already ArcFace-aligned 112x112 crops
   (the layout of LFW/insightface sets), which are re-cropped for models with another alignment.
-- **Runtime.** ``runtime="auto"`` (default) computes embeddings in a float32 TFLite file of the
-  model (XNNPACK), built once,
-  checked against Keras (cosine >= 0.9999) and cached per model and weights-file hash
-  (``keras_fr.recognition.runtime``); ``"keras"``, ``"tflite"`` and ``"onnx"`` choose one. Keras stays
-  the reference, and weights without a file (random) use it under ``"auto"``.
+- **Runtime.** ``runtime="auto"`` (default) computes embeddings in the faster of a float32 TFLite
+  file (XNNPACK) and an ONNX Runtime file of the model, both built once, checked against Keras
+  (cosine >= 0.9999), timed at batch 1 and cached per model and weights-file hash
+  (``keras_fr.recognition.runtime``); Keras when Keras was timed faster. ``"keras"``, ``"tflite"`` and
+  ``"onnx"`` choose one. Keras stays the reference, and weights without a file (random) use it under
+  ``"auto"``.
 - **Scores** are cosine similarities of L2-normalized embeddings; "same person" means
   ``score >= threshold``. The threshold comes from the preset's calibration at the requested FAR
   (``far``, default 1e-3) unless ``threshold=`` is given; without either, verify/identify refuse to
@@ -116,8 +117,8 @@ class FaceRecognizer:
         multi_face: which face to use when a photo holds several: ``"largest"``, ``"central"``, or
             ``"error"`` (raise :class:`ManyFacesError`).
         batch_size: embedding batch size.
-        runtime: where embeddings are computed: ``"auto"`` (default: a verified, cached TFLite file
-            when the weights have a file, else Keras), ``"keras"``, ``"tflite"`` or ``"onnx"`` (see
+        runtime: where embeddings are computed: ``"auto"`` (default: the faster of a verified, cached
+            TFLite and ONNX file when the weights have a file, else Keras), ``"keras"``, ``"tflite"`` or ``"onnx"`` (see
             :mod:`keras_fr.recognition.runtime`).
         cache_dir: folder of the runtime files (default ``$KERAS_FR_CACHE/runtime``, else
             ``~/.cache/keras_fr/runtime``).

@@ -6,14 +6,18 @@
 - ``"tflite"``: a float32 TFLite (LiteRT) file of the model, run by the LiteRT interpreter with
   XNNPACK on all the process's cores.
 - ``"onnx"``: an ONNX file of the model, run by ONNX Runtime (CPU) on all the process's cores.
-- ``"auto"`` (default): ``"tflite"`` when it can be used (TensorFlow backend, the ``export`` extra
-  installed, weights with a file to hash) and faster, Keras otherwise (and for batches larger than
-  :data:`AUTO_MAX_BATCH`, when that is set). Faster: when the file is built (once), the file and the
-  Keras model each run one face :data:`TIMING_CALLS` times at batch 1 and the record keeps both
-  median times; ``"auto"`` stays with Keras when Keras took at most :data:`AUTO_MARGIN` of the file's
-  time (LGAFResNet100 ran 3.4 images/s in Keras with XLA and 2.3 in its TFLite file,
-  docs/benchmarks.md). If building the file fails, ``"auto"`` says so on stderr and stays with Keras;
-  an explicit ``"tflite"`` / ``"onnx"`` raises instead.
+- ``"auto"`` (default): the fastest of the files that can be used here (TensorFlow backend, the
+  ``export`` extra installed, weights with a file to hash) among :data:`AUTO_KINDS` (a TFLite file and
+  an ONNX Runtime file), or Keras when Keras is faster (and for batches larger than
+  :data:`AUTO_MAX_BATCH`, when that is set). Faster: when the files are built (once), each file and
+  the Keras model run one face :data:`TIMING_CALLS` times at batch 1, one after the other, and every
+  file's record keeps all the median times. ``"auto"`` takes the fastest file, then stays with Keras
+  when Keras took at most :data:`AUTO_MARGIN` of that file's time. No one file is the fastest for
+  every network: on a 2-core AMX Xeon at batch 1, ONNX Runtime ran IResNet100 and LGAFResNet100 about
+  1.3x faster than TFLite's XNNPACK and MSConvResNet50 about 5% slower (docs/benchmarks.md). A file
+  that fails to build is left out (``"auto"`` says so on stderr and does not try again for that cache
+  entry); when none can be built, ``"auto"`` runs Keras. An explicit ``"tflite"`` / ``"onnx"`` raises
+  instead.
 
 **How a file is made.** With the exporters of :mod:`keras_fr.export` (builtin operators only,
 written atomically), then checked here on face-like images (:func:`keras_fr.export.synthetic_faces`,
@@ -61,6 +65,8 @@ MIN_COSINE = 0.9999
 #: docs/recognition.md "Runtimes") found the file ahead of Keras at every batch size, so there is no
 #: limit until a quiet-machine run (benchmarks/compare_reference.py) shows Keras ahead somewhere.
 AUTO_MAX_BATCH = None
+#: The files ``"auto"`` builds, checks, times and chooses from (those whose modules are installed).
+AUTO_KINDS = ("tflite", "onnx")
 #: Timed batch-1 calls of the file and of Keras when ``"auto"`` builds a file (after one warm-up each).
 TIMING_CALLS = 5
 #: ``"auto"`` runs Keras instead of the file when Keras' batch-1 time is at most this fraction of the
@@ -220,19 +226,21 @@ class InferenceRuntime:
         name: the runtime small batches go to (``"keras"``, ``"tflite"`` or ``"onnx"``).
         max_batch: batches larger than this go to Keras (``None``: no limit); set for ``"auto"``.
         path: the cached file, or None (no file, or a file that was not cached). Also set when
-            ``"auto"`` built a file and then chose Keras because Keras was timed faster.
+            ``"auto"`` built a file and then chose Keras because Keras was timed faster (the path of
+            the fastest file).
         cached: the file was found in the cache (not built by this process).
         min_cosine: the smallest cosine with Keras measured when the file was built or loaded.
         note: why ``"auto"`` stayed with Keras, if it did (no file possible, or Keras faster).
     """
 
     def __init__(self, model, requested, name, runner=None, path=None, cached=False, min_cosine=None,
-                 max_batch=None, note=""):
+                 max_batch=None, note="", keras_runner=None):
         self.model = model
         self.requested = requested
         self.name = name
         self._runner = runner
-        self._keras = _KerasRunner(model)
+        # "auto" hands over the Keras runner it timed, whose inference copy is already made.
+        self._keras = keras_runner if keras_runner is not None else _KerasRunner(model)
         self.path = path
         self.cached = cached
         self.min_cosine = min_cosine
@@ -315,20 +323,33 @@ def _entry_paths(cache_dir, key):
     return stem + _SUFFIX[key["runtime"]], stem + ".json"
 
 
-def _load_cached(model, key, artifact, record_path, preprocess, threads):
-    """``(runner, min_cosine, record)`` of a valid cache entry, or None (missing, stale or corrupt).
-
-    Valid: the record is JSON with the expected key, the file's sha256 is the recorded one, and the
-    file reproduces ``model`` on :data:`PROBE_SAMPLES` face-like images (so a file is never used for a
-    model it does not match, even when a caller names the wrong weights file).
-    """
+def _read_record(key, artifact, record_path):
+    """The record of a cache entry whose key is ``key`` and whose file's sha256 is the recorded one, or
+    None (missing, stale, unreadable or tampered with). The file itself is not opened here."""
     if not (os.path.isfile(artifact) and os.path.isfile(record_path)):
         return None
     try:
         with open(record_path, encoding="utf-8") as f:
             record = json.load(f)  # JSON only: a record is data, never code
-        if record.get("key") != key or file_sha256(artifact) != record.get("artifact_sha256"):
+        if not isinstance(record, dict) or record.get("key") != key:
             return None
+        return record if file_sha256(artifact) == record.get("artifact_sha256") else None
+    except (OSError, ValueError):
+        return None
+
+
+def _load_cached(model, key, artifact, record_path, preprocess, threads, record=None):
+    """``(runner, min_cosine, record)`` of a valid cache entry, or None (missing, stale or corrupt).
+
+    Valid: the record is JSON with the expected key, the file's sha256 is the recorded one, and the
+    file reproduces ``model`` on :data:`PROBE_SAMPLES` face-like images (so a file is never used for a
+    model it does not match, even when a caller names the wrong weights file). ``record``: the entry's
+    record already read by :func:`_read_record` (its checks are not repeated).
+    """
+    record = record if record is not None else _read_record(key, artifact, record_path)
+    if record is None:
+        return None
+    try:
         runner = _RUNNERS[key["runtime"]](path=artifact, threads=threads)
         probe = _probe_inputs(key["input_size"], PROBE_SAMPLES, preprocess, seed=99)
         cosine = _min_cosine(np.asarray(model(probe, training=False), np.float32), runner(probe))
@@ -377,10 +398,29 @@ def _batch1_seconds(run, x, calls=TIMING_CALLS):
     return float(np.median(times))
 
 
-def _time_batch1(model, runner, kind, size, preprocess):
-    """``{"batch": 1, kind: seconds, "keras": seconds}`` for one face-like image."""
+def _time_batch1(keras_runner, runners, size, preprocess):
+    """``{"batch": 1, <kind>: seconds, ..., "keras": seconds}``: each file runner of ``runners`` (a dict
+    by kind) and ``keras_runner`` timed on the same face-like image, one after the other, so that the
+    files are compared with each other and with Keras under the same conditions."""
     x = _probe_inputs(size, 1, preprocess, seed=5)
-    return {"batch": 1, kind: _batch1_seconds(runner, x), "keras": _batch1_seconds(_KerasRunner(model), x)}
+    timing = {"batch": 1}
+    for kind, runner in runners.items():
+        timing[kind] = _batch1_seconds(runner, x)
+    timing["keras"] = _batch1_seconds(keras_runner, x)
+    return timing
+
+
+def _fastest(timing, kinds):
+    """The kind of ``kinds`` with the smallest positive time in ``timing`` (ties: the first), or None."""
+    best, best_s = None, float("inf")
+    for kind in kinds:
+        try:
+            seconds = float(timing[kind])
+        except (KeyError, TypeError, ValueError):
+            continue
+        if 0 < seconds < best_s:
+            best, best_s = kind, seconds
+    return best
 
 
 def _keras_is_faster(timing, kind):
@@ -435,50 +475,63 @@ def prepare_runtime(model, model_name, weights_hash, runtime="auto", *, cache_di
             raise ValueError(f"`cache_dir` {os.fspath(cache_dir)!r} is a file, not a folder.")
     if runtime == "keras":
         return InferenceRuntime(model, runtime, "keras")
-    kind = "tflite" if runtime == "auto" else runtime
-    why = _why_unavailable(kind)
-    if why:
-        if runtime == "auto":
-            return InferenceRuntime(model, runtime, "keras", note=why)
-        raise ValueError(f"`runtime`: {why}.")
-    if runtime == "auto" and weights_hash is None:
-        return InferenceRuntime(model, runtime, "keras",
-                                note="weights without a file (random or unnamed): nothing to key a cached file on")
     size = int(input_size or model.inputs[0].shape[1] or 112)
     preprocess = preprocess or _arcface_preprocess
-    max_batch = AUTO_MAX_BATCH if runtime == "auto" else None
+    if runtime == "auto":
+        kinds = [kind for kind in AUTO_KINDS if not _why_unavailable(kind)]
+        if not kinds:
+            return InferenceRuntime(model, runtime, "keras", note=_why_unavailable(AUTO_KINDS[0]))
+        if weights_hash is None:
+            return InferenceRuntime(model, runtime, "keras",
+                                    note="weights without a file (random or unnamed): nothing to key a cached file on")
+        cache_dir = os.fspath(cache_dir) if cache_dir is not None else default_cache_dir()
+        try:
+            os.makedirs(cache_dir, exist_ok=True)
+        except OSError as exc:  # "auto" never fails for want of a cache: it runs Keras and says why
+            _say(f"cannot use the cache folder {cache_dir!r} ({exc}); using Keras.")
+            return InferenceRuntime(model, runtime, "keras", note=f"cache folder: {exc}")
+        return _auto_runtime(model, model_name, weights_hash, kinds, cache_dir, size, preprocess, threads)
+    kind = runtime
+    why = _why_unavailable(kind)
+    if why:
+        raise ValueError(f"`runtime`: {why}.")
     try:
         if weights_hash is None:  # explicit runtime, no hash: build in a temporary folder, keep nothing
             with tempfile.TemporaryDirectory(prefix="keras_fr-runtime-") as folder:
                 _, runner, cosine = _build(model, kind, folder, size, preprocess, threads, content=True)
-            return InferenceRuntime(model, runtime, kind, runner, min_cosine=cosine, max_batch=max_batch)
-        return _cached_runtime(model, model_name, weights_hash, runtime, kind, cache_dir, size, preprocess,
-                               threads, max_batch)
-    except (RuntimeError, ValueError, OSError) as exc:
-        if runtime != "auto":
-            if isinstance(exc, OSError):
-                raise ValueError(f"`cache_dir`: {exc}") from exc
-            raise RuntimeError(f"runtime {kind!r} for {model_name}: {exc}") from exc
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        _say(f"could not build a {kind} file of {model_name} ({reason}); using Keras.")
-        return InferenceRuntime(model, runtime, "keras", note=reason)
+            return InferenceRuntime(model, runtime, kind, runner, min_cosine=cosine)
+        cache_dir = os.fspath(cache_dir) if cache_dir is not None else default_cache_dir()
+        os.makedirs(cache_dir, exist_ok=True)
+        entry = _file_entry(model, model_name, weights_hash, kind, cache_dir, size, preprocess, threads)
+    except OSError as exc:
+        raise ValueError(f"`cache_dir`: {exc}") from exc
+    except (RuntimeError, ValueError) as exc:
+        raise RuntimeError(f"runtime {kind!r} for {model_name}: {exc}") from exc
+    return InferenceRuntime(model, runtime, kind, entry.runner, path=entry.artifact, cached=entry.cached,
+                            min_cosine=entry.cosine)
 
 
-def _cached_runtime(model, model_name, weights_hash, runtime, kind, cache_dir, size, preprocess, threads,
-                    max_batch):
-    cache_dir = os.fspath(cache_dir) if cache_dir is not None else default_cache_dir()
-    os.makedirs(cache_dir, exist_ok=True)
+class _Entry:
+    """One cache entry of ``kind``: its file, record, whether it was found cached, and (once opened and
+    checked) its runner and min cosine."""
+
+    def __init__(self, kind, key, artifact, record_path, record=None, cached=False, runner=None, cosine=None):
+        self.kind, self.key, self.artifact, self.record_path = kind, key, artifact, record_path
+        self.record, self.cached, self.runner, self.cosine = record, cached, runner, cosine
+
+    @property
+    def timing(self):
+        return (self.record or {}).get("batch1_seconds")
+
+
+def _file_entry(model, model_name, weights_hash, kind, cache_dir, size, preprocess, threads):
+    """The checked entry of ``kind`` for ``model``: loaded from the cache, or built, checked and cached."""
     key = _cache_key(model, model_name, weights_hash, kind, size, preprocess)
     artifact, record_path = _entry_paths(cache_dir, key)
     found = _load_cached(model, key, artifact, record_path, preprocess, threads)
     if found is not None:
         runner, cosine, record = found
-        if runtime == "auto" and not isinstance(record.get("batch1_seconds"), dict):
-            # An entry built for an explicit runtime has no timing yet: time it once and keep it.
-            record["batch1_seconds"] = _time_batch1(model, runner, kind, size, preprocess)
-            write_text(record_path, json.dumps(record, indent=1) + "\n")
-        return _auto_or_file(model, runtime, kind, runner, artifact, True, cosine, max_batch,
-                             record.get("batch1_seconds"))
+        return _Entry(kind, key, artifact, record_path, record, True, runner, cosine)
     _say(f"building a verified {kind} file of {model_name} for fast inference (once; cached in {cache_dir})")
     for stale in (record_path, artifact):  # the record goes first: an entry without one is never used
         with contextlib.suppress(FileNotFoundError):
@@ -486,6 +539,7 @@ def _cached_runtime(model, model_name, weights_hash, runtime, kind, cache_dir, s
     folder = tempfile.mkdtemp(prefix=".build-", dir=cache_dir)
     try:
         built, runner, cosine = _build(model, kind, folder, size, preprocess, threads)
+        del runner  # it reads the file in the build folder; the runtime opens the cached one
         record = {
             "key": key,
             "artifact": os.path.basename(artifact),
@@ -493,22 +547,82 @@ def _cached_runtime(model, model_name, weights_hash, runtime, kind, cache_dir, s
             "min_cosine": cosine,
             "verified_on": f"{VERIFY_SAMPLES} synthetic face-like images (batch {VERIFY_SAMPLES} and 1)",
         }
-        if runtime == "auto":
-            record["batch1_seconds"] = _time_batch1(model, runner, kind, size, preprocess)
         os.replace(built, artifact)  # same folder: atomic; the file was written whole by the exporter
         write_text(record_path, json.dumps(record, indent=1) + "\n")
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     runner = _RUNNERS[kind](path=artifact, threads=threads)
-    return _auto_or_file(model, runtime, kind, runner, artifact, False, cosine, max_batch,
-                         record.get("batch1_seconds"))
+    return _Entry(kind, key, artifact, record_path, record, False, runner, cosine)
 
 
-def _auto_or_file(model, runtime, kind, runner, artifact, cached, cosine, max_batch, timing):
-    """The runtime over a verified file; for ``"auto"``, Keras instead when the timing says it is faster."""
-    why = _keras_is_faster(timing, kind) if runtime == "auto" else ""
+def _shared_timing(entries, kinds):
+    """The timing that ``"auto"`` can decide on without opening any file: every entry of ``kinds``
+    has a valid record, and all records hold the same timing, which names every kind (a kind whose
+    file could not be built is timed as ``None``, and needs no entry) and Keras; else None."""
+    timings = [entries[kind].timing for kind in kinds if entries[kind].record is not None]
+    if not timings or not isinstance(timings[0], dict) or any(t != timings[0] for t in timings):
+        return None
+    timing = timings[0]
+    if "keras" not in timing or not all(kind in timing for kind in kinds):
+        return None
+    if any(entries[kind].record is None and timing[kind] is not None for kind in kinds):
+        return None
+    return timing
+
+
+def _auto_runtime(model, model_name, weights_hash, kinds, cache_dir, size, preprocess, threads):
+    """``"auto"``: the fastest verified file of ``kinds``, or Keras when Keras was timed faster.
+
+    When the cache holds every file with one timing of them all (written when they were built), only
+    the chosen file is opened (and re-checked on the probe images). Otherwise (a first use, a file
+    missing, changed or failing its check, records from different timings) every file is loaded or
+    built, then all of them and Keras are timed together, and that timing goes into every record. A
+    file that cannot be built is timed as ``None``: later uses do not try again (delete the cache
+    entry to).
+    """
+    keras_runner = _KerasRunner(model)  # timed against the files, then held by the runtime
+    entries = {}
+    for kind in kinds:
+        key = _cache_key(model, model_name, weights_hash, kind, size, preprocess)
+        artifact, record_path = _entry_paths(cache_dir, key)
+        entries[kind] = _Entry(kind, key, artifact, record_path, _read_record(key, artifact, record_path),
+                               cached=True)
+    timing = _shared_timing(entries, kinds)
+    best = _fastest(timing, kinds) if timing is not None else None
+    if best is not None:
+        entry = entries[best]
+        found = _load_cached(model, entry.key, entry.artifact, entry.record_path, preprocess, threads,
+                             record=entry.record)
+        if found is not None:
+            entry.runner, entry.cosine = found[0], found[1]
+            return _auto_choice(model, entry, timing, keras_runner)
+    opened, failures = {}, []
+    for kind in kinds:
+        try:
+            opened[kind] = _file_entry(model, model_name, weights_hash, kind, cache_dir, size, preprocess, threads)
+        except (RuntimeError, ValueError, OSError) as exc:
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            _say(f"could not build a {kind} file of {model_name} ({reason}); leaving it out.")
+            failures.append(f"{kind}: {reason}")
+    if not opened:
+        _say(f"no runtime file of {model_name} could be built; using Keras.")
+        return InferenceRuntime(model, "auto", "keras", note="; ".join(failures), keras_runner=keras_runner)
+    timing = _time_batch1(keras_runner, {kind: entry.runner for kind, entry in opened.items()}, size, preprocess)
+    timing.update({kind: None for kind in kinds if kind not in opened})
+    for entry in opened.values():
+        entry.record["batch1_seconds"] = timing
+        write_text(entry.record_path, json.dumps(entry.record, indent=1) + "\n")
+    best = _fastest(timing, list(opened)) or next(iter(opened))
+    entry = opened.pop(best)
+    opened.clear()  # drop the other files' runners
+    return _auto_choice(model, entry, timing, keras_runner)
+
+
+def _auto_choice(model, entry, timing, keras_runner):
+    """The ``"auto"`` runtime over the fastest file's ``entry``, or Keras when ``timing`` says it is faster."""
+    why = _keras_is_faster(timing, entry.kind)
     if why:
-        return InferenceRuntime(model, runtime, "keras", path=artifact, cached=cached, min_cosine=cosine,
-                                note=why)
-    return InferenceRuntime(model, runtime, kind, runner, path=artifact, cached=cached, min_cosine=cosine,
-                            max_batch=max_batch)
+        return InferenceRuntime(model, "auto", "keras", path=entry.artifact, cached=entry.cached,
+                                min_cosine=entry.cosine, note=why, keras_runner=keras_runner)
+    return InferenceRuntime(model, "auto", entry.kind, entry.runner, path=entry.artifact, cached=entry.cached,
+                            min_cosine=entry.cosine, max_batch=AUTO_MAX_BATCH, keras_runner=keras_runner)

@@ -69,6 +69,25 @@ def exports(monkeypatch):
     return calls
 
 
+@pytest.fixture
+def tflite_only(monkeypatch):
+    """``"auto"`` chooses between Keras and a TFLite file only (the tests of one cache entry's life)."""
+    monkeypatch.setattr(rt, "AUTO_KINDS", ("tflite",))
+
+
+@pytest.fixture
+def opened(monkeypatch):
+    """Records which runtime files are opened (runner constructions, by kind)."""
+    calls = []
+    for kind, cls in list(rt._RUNNERS.items()):
+        def make(*args, _kind=kind, _cls=cls, **kwargs):
+            calls.append(_kind)
+            return _cls(*args, **kwargs)
+
+        monkeypatch.setitem(rt._RUNNERS, kind, make)
+    return calls
+
+
 def recognizer(model, weights, cache, runtime="auto", **kwargs):
     return FaceRecognizer(model, model_name=NAME, weights=weights, runtime=runtime, cache_dir=cache, **kwargs)
 
@@ -105,7 +124,7 @@ def test_runtime_embeddings_equal_keras(kind, weights_files, tmp_path, exports):
     assert record["artifact_sha256"] == rt.file_sha256(fr.runtime.path)
 
 
-def test_cache_is_reused_and_keyed_by_weights_hash(weights_files, tmp_path, exports):
+def test_cache_is_reused_and_keyed_by_weights_hash(weights_files, tmp_path, exports, tflite_only):
     (model_a, weights_a), (model_b, weights_b) = weights_files
     first = recognizer(model_a, weights_a, tmp_path)
     assert first.runtime.name == "tflite" and not first.runtime.cached and exports == ["tflite"]
@@ -132,7 +151,7 @@ def test_cache_is_reused_and_keyed_by_weights_hash(weights_files, tmp_path, expo
     assert to_keras == [3]  # the file's
 
 
-def test_tampered_or_foreign_cache_files_are_rebuilt(weights_files, tmp_path, exports):
+def test_tampered_or_foreign_cache_files_are_rebuilt(weights_files, tmp_path, exports, tflite_only):
     (model_a, weights_a), (model_b, weights_b) = weights_files
     built = recognizer(model_a, weights_a, tmp_path).runtime.path
     record_path = built[: -len(".tflite")] + ".json"
@@ -246,12 +265,18 @@ def test_keras_runner_uses_the_compiled_predict_function(weights_files):
 
 @pytest.fixture
 def timings(monkeypatch):
-    """Fakes the batch-1 timing: ``timings["keras"]`` / ``timings["file"]`` seconds; counts the calls."""
-    state = {"keras": 0.010, "file": 0.020, "calls": 0}
+    """Fakes the batch-1 timing: ``timings["keras"]`` seconds for Keras, ``timings["tflite"]`` /
+    ``timings["onnx"]`` for those files (default ``timings["file"]``); counts the calls and keeps the
+    Keras runners timed."""
+    state = {"keras": 0.010, "file": 0.020, "calls": 0, "keras_runners": []}
 
     def fake(run, x, calls=rt.TIMING_CALLS):
         state["calls"] += 1
-        return state["keras"] if isinstance(run, rt._KerasRunner) else state["file"]
+        if isinstance(run, rt._KerasRunner):
+            state["keras_runners"].append(run)
+            return state["keras"]
+        kind = "onnx" if isinstance(run, rt._OnnxRunner) else "tflite"
+        return state.get(kind, state["file"])
 
     monkeypatch.setattr(rt, "_batch1_seconds", fake)
     return state
@@ -261,7 +286,7 @@ def _record(fr):
     return json.loads(open(fr.runtime.path[: -len(".tflite")] + ".json").read())
 
 
-def test_auto_runs_keras_when_keras_was_timed_faster(weights_files, tmp_path, exports, timings):
+def test_auto_runs_keras_when_keras_was_timed_faster(weights_files, tmp_path, exports, tflite_only, timings):
     model, weights = weights_files[0]
     fr = recognizer(model, weights, tmp_path)
     # The file was built, checked and timed (file and Keras once each), and Keras won by more than the margin.
@@ -281,7 +306,7 @@ def test_auto_runs_keras_when_keras_was_timed_faster(weights_files, tmp_path, ex
     assert explicit.runtime.name == "tflite" and timings["calls"] == 2
 
 
-def test_auto_keeps_the_file_on_a_near_tie(weights_files, tmp_path, exports, timings):
+def test_auto_keeps_the_file_on_a_near_tie(weights_files, tmp_path, exports, tflite_only, timings):
     model, weights = weights_files[0]
     timings["keras"] = 0.019  # 95% of the file's time: within the margin
     fr = recognizer(model, weights, tmp_path)
@@ -289,7 +314,7 @@ def test_auto_keeps_the_file_on_a_near_tie(weights_files, tmp_path, exports, tim
     assert rt.AUTO_MARGIN * 0.020 < 0.019
 
 
-def test_auto_times_an_entry_built_for_an_explicit_runtime_once(weights_files, tmp_path, exports, timings):
+def test_auto_times_an_entry_built_for_an_explicit_runtime_once(weights_files, tmp_path, exports, tflite_only, timings):
     model, weights = weights_files[1]
     explicit = recognizer(model, weights, tmp_path, runtime="tflite")
     assert explicit.runtime.name == "tflite" and timings["calls"] == 0
@@ -318,3 +343,135 @@ def test_batch1_timing_and_the_choice_rule():
     for timing in (None, {}, {"keras": 0.01}, {"keras": "x", "tflite": 0.02}, {"keras": 0, "tflite": 0.02},
                    {"keras": 0.01, "onnx": 0.02}):
         assert rt._keras_is_faster(timing, "tflite") == ""
+
+
+def _records(folder):
+    return {name.rsplit("-", 2)[1]: json.loads(open(os.path.join(folder, name)).read())
+            for name in os.listdir(folder) if name.endswith(".json")}
+
+
+@pytest.fixture
+def both_kinds():
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("tf2onnx")
+    assert rt.AUTO_KINDS == ("tflite", "onnx")
+
+
+def _set_timing(folder, timing, kinds=("tflite", "onnx")):
+    """Write ``timing`` into the records of ``kinds`` in ``folder``."""
+    for name in os.listdir(folder):
+        if name.endswith(".json") and name.rsplit("-", 2)[1] in kinds:
+            record = json.loads(open(os.path.join(folder, name)).read())
+            record["batch1_seconds"] = timing
+            open(os.path.join(folder, name), "w").write(json.dumps(record))
+
+
+def test_auto_builds_both_files_and_runs_the_faster(weights_files, tmp_path, exports, timings, opened, both_kinds):
+    model, weights = weights_files[0]
+    timings.update(keras=0.030, tflite=0.020, onnx=0.012)
+    fr = recognizer(model, weights, tmp_path)
+    # Both files were built and checked, then timed together with one Keras runner, which the runtime
+    # then holds (its inference copy is made once); every record keeps the whole timing.
+    assert exports == ["tflite", "onnx"] and timings["calls"] == 3
+    assert len(timings["keras_runners"]) == 1 and fr.runtime._keras is timings["keras_runners"][0]
+    assert fr.runtime.name == "onnx" and fr.runtime.path.endswith(".onnx") and not fr.runtime.cached
+    timing = {"batch": 1, "tflite": 0.020, "onnx": 0.012, "keras": 0.030}
+    assert {kind: r["batch1_seconds"] for kind, r in _records(tmp_path).items()} == {"tflite": timing, "onnx": timing}
+    faces = crops()
+    want = recognizer(model, weights, tmp_path, runtime="keras").embed_crops(faces)
+    assert min_cosine(fr.embed_crops(faces), want) >= 0.9999
+    assert min_cosine(fr.embed_crops(faces[:1]), want[:1]) >= 0.9999
+
+    # Later: the records decide; nothing is exported or timed, and only the chosen file is opened.
+    del opened[:]
+    again = recognizer(model, weights, tmp_path)
+    assert again.runtime.name == "onnx" and again.runtime.cached and again.runtime.path == fr.runtime.path
+    assert exports == ["tflite", "onnx"] and timings["calls"] == 3 and opened == ["onnx"]
+    assert min_cosine(again.embed_crops(faces), want) >= 0.9999
+    _set_timing(tmp_path, {"batch": 1, "tflite": 0.011, "onnx": 0.012, "keras": 0.030})
+    del opened[:]
+    swapped = recognizer(model, weights, tmp_path)
+    assert swapped.runtime.name == "tflite" and swapped.runtime.cached and opened == ["tflite"]
+    assert min_cosine(swapped.embed_crops(faces), want) >= 0.9999
+
+    # Records from different timings are not compared: both files are opened and timed again together.
+    _set_timing(tmp_path, {"batch": 1, "tflite": 0.001, "onnx": 0.5, "keras": 0.030}, kinds=("tflite",))
+    del opened[:]
+    retimed = recognizer(model, weights, tmp_path)
+    assert sorted(opened) == ["onnx", "tflite"] and timings["calls"] == 6 and exports == ["tflite", "onnx"]
+    assert retimed.runtime.name == "onnx" and retimed.runtime.cached
+    assert {kind: r["batch1_seconds"] for kind, r in _records(tmp_path).items()} == {"tflite": timing, "onnx": timing}
+
+
+def test_auto_compares_the_fastest_file_with_keras(weights_files, tmp_path, exports, timings, both_kinds):
+    model, weights = weights_files[1]
+    timings.update(keras=0.010, tflite=0.030, onnx=0.020)
+    fr = recognizer(model, weights, tmp_path)
+    assert fr.runtime.name == "keras" and fr.runtime.path.endswith(".onnx") and fr.runtime.min_cosine >= 0.9999
+    assert "Keras ran batch 1 in 10.0 ms, the onnx file in 20.0 ms" in fr.runtime.note
+    assert fr.runtime._keras is timings["keras_runners"][0]
+
+
+def test_auto_leaves_out_a_file_that_fails_to_build(weights_files, tmp_path, monkeypatch, timings, capsys,
+                                                    both_kinds):
+    model, weights = weights_files[0]
+    real, tried = rt._export, []
+
+    def failing(model, kind, path):
+        tried.append(kind)
+        if kind in failing.kinds:
+            raise RuntimeError(f"{kind} converter broke")
+        return real(model, kind, path)
+
+    failing.kinds = {"onnx"}
+    monkeypatch.setattr(rt, "_export", failing)
+    monkeypatch.setattr(rt._quiet, "QUIET", False)  # stderr is not a terminal here
+    timings.update(keras=0.030, tflite=0.020, onnx=0.001)
+    fr = recognizer(model, weights, tmp_path / "a")
+    assert tried == ["tflite", "onnx"] and fr.runtime.name == "tflite"
+    assert "could not build a onnx file of iresnet18 (onnx converter broke); leaving it out" in capsys.readouterr().err
+    assert _records(tmp_path / "a")["tflite"]["batch1_seconds"] == {"batch": 1, "tflite": 0.020, "onnx": None,
+                                                                     "keras": 0.030}
+    # The failure is recorded with the timing: later uses do not export again.
+    again = recognizer(model, weights, tmp_path / "a")
+    assert tried == ["tflite", "onnx"] and again.runtime.name == "tflite" and again.runtime.cached
+    # Neither can be built: Keras, with both reasons; an explicit runtime raises instead.
+    failing.kinds = {"tflite", "onnx"}
+    fr = recognizer(model, weights, tmp_path / "b")
+    assert fr.runtime.name == "keras" and fr.runtime.path is None
+    assert fr.runtime.note == "tflite: tflite converter broke; onnx: onnx converter broke"
+    with pytest.raises(RuntimeError, match="runtime 'onnx' for iresnet18: onnx converter broke"):
+        recognizer(model, weights, tmp_path / "c", runtime="onnx")
+
+
+def test_auto_rebuilds_the_chosen_file_when_it_does_not_reproduce_the_model(weights_files, tmp_path, exports,
+                                                                            timings, both_kinds):
+    (model_a, weights_a), (model_b, weights_b) = weights_files
+    timings.update(keras=0.030, tflite=0.020, onnx=0.012)
+    built = recognizer(model_a, weights_a, tmp_path).runtime.path
+    foreign = recognizer(model_b, weights_b, tmp_path).runtime.path
+    assert built.endswith(".onnx") and len(exports) == 4 and foreign.endswith(".onnx")
+    # Another model's ONNX file in place of the chosen one, its record's hash updated to match.
+    record_path = built[: -len(".onnx")] + ".json"
+    record = json.loads(open(record_path).read())
+    record["artifact_sha256"] = rt.file_sha256(foreign)
+    open(record_path, "w").write(json.dumps(record))
+    open(built, "wb").write(open(foreign, "rb").read())
+    fr = recognizer(model_a, weights_a, tmp_path)
+    assert exports[4:] == ["onnx"] and fr.runtime.name == "onnx" and not fr.runtime.cached
+    assert timings["calls"] == 9  # built: both files timed again with Keras
+    faces = crops()
+    want = recognizer(model_a, weights_a, tmp_path, runtime="keras").embed_crops(faces)
+    assert min_cosine(fr.embed_crops(faces), want) >= 0.9999
+
+
+def test_fastest_file_of_a_timing():
+    timing = {"batch": 1, "tflite": 0.02, "onnx": 0.01, "keras": 0.005}
+    assert rt._fastest(timing, ["tflite", "onnx"]) == "onnx"
+    assert rt._fastest(timing, ["tflite"]) == "tflite"
+    assert rt._fastest({"tflite": 0.02, "onnx": 0.02}, ["tflite", "onnx"]) == "tflite"  # a tie: the first
+    # Missing, failed (None), malformed or non-positive times are never the fastest.
+    assert rt._fastest({"tflite": None, "onnx": "x"}, ["tflite", "onnx"]) is None
+    assert rt._fastest({"tflite": 0, "onnx": -1.0, "keras": 0.001}, ["tflite", "onnx"]) is None
+    assert rt._fastest({"tflite": None, "onnx": 0.5}, ["tflite", "onnx"]) == "onnx"
+    assert rt._fastest(None, ["tflite"]) is None
