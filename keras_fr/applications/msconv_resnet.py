@@ -19,7 +19,7 @@ from keras_fr.layers.msconv import (
     PRELU_INIT,
     MSConv,
     PaddedMaxPooling2D,
-    resolve_grouped_conv,
+    check_grouped_conv,
 )
 from keras_fr.layers.normalization import BatchNormalization
 
@@ -99,7 +99,7 @@ def MSConvResNet(depths, model_name="msconv_resnet", *, include_top=True, weight
     """
     common.check_builder_args(include_top, weights, pooling, embedding_size)
     common.check_blocks(depths, "depths")
-    resolve_grouped_conv(grouped_conv)  # validates
+    check_grouped_conv(grouped_conv)
     img_input, model_inputs = common.obtain_input(input_tensor, input_shape)
 
     # Stem (`basic_conv`): 7x7/2 conv with PyTorch's symmetric padding 3, BN, PReLU; 3x3/2 max pool.

@@ -19,6 +19,8 @@ the -inf-padded max pool becomes an edge-padded one in int8 files (where the PRe
 
 import functools
 
+import numpy as np
+
 import keras
 from keras import ops
 
@@ -34,7 +36,7 @@ BN_MOMENTUM = 0.9
 #: PyTorch's PReLU initial slope.
 PRELU_INIT = 0.25
 SQUEEZE_MODES = ("multiply", "add")
-GROUPED_CONV_MODES = ("auto", "native", "split")
+GROUPED_CONV_MODES = ("auto", "native", "split", "onednn")
 KERNEL_SIZE = 3
 
 
@@ -102,29 +104,95 @@ def split_pack_size(groups, in_per_group, pack_channels=SPLIT_PACK_CHANNELS):
     return pack
 
 
-def resolve_grouped_conv(grouped_conv):
-    """The formulation that ``grouped_conv`` stands for on this backend and machine.
+def check_grouped_conv(grouped_conv, argument="`grouped_conv`"):
+    """Return ``grouped_conv`` if it is one of :data:`GROUPED_CONV_MODES`, else raise ``ValueError``."""
+    if not isinstance(grouped_conv, str) or grouped_conv not in GROUPED_CONV_MODES:
+        raise ValueError(
+            f"{argument} must be 'auto', 'native', 'split' or 'onednn'; got {grouped_conv!r}."
+        )
+    return grouped_conv
 
-    ``"auto"`` is ``"split"`` on the TensorFlow backend without a GPU and ``"native"`` otherwise.
-    TensorFlow has no CPU kernel for grouped convolution: Keras runs each one as an XLA-compiled
-    function, whose gradient is pathologically slow on CPU (about 40x slower than the split form's for
-    one MSConv layer, 25x for a whole MSConvResNet50 training step; ``benchmarks/grouped_conv.py``).
-    At batch 32 the split forward pass is about 1.7x faster with XLA (about equal without); at batch 1
-    it is about 1.3x slower, so
-    latency-bound CPU serving may prefer ``"native"`` (or a TFLite export). JAX,
-    PyTorch and TensorFlow on GPU (cuDNN) have native grouped convolutions.
+
+def _probe_onednn_grouped_conv(dtype):
+    """Run TensorFlow's ``Conv2D`` op and its two gradient ops on a grouped kernel in a traced
+    function, and compare them with the same ops run per group; True when they run and agree. (The
+    gradient ops are called directly: a gradient tape does not record under ``tf.init_scope``.)"""
+    import tensorflow as tf
+
+    rng = np.random.default_rng(0)
+    x = tf.constant(rng.uniform(-1, 1, (2, 7, 7, 8)), dtype)
+    kernel = tf.constant(rng.uniform(-1, 1, (3, 3, 4, 8)), dtype)  # 2 groups of 4 channels
+    dy = tf.constant(rng.uniform(-1, 1, (2, 3, 3, 8)), dtype)
+    conv = dict(strides=[1, 2, 2, 1], padding="VALID")
+
+    def three(x, kernel, dy):
+        return [
+            tf.raw_ops.Conv2D(input=x, filter=kernel, **conv),
+            tf.raw_ops.Conv2DBackpropInput(input_sizes=tf.shape(x), filter=kernel, out_backprop=dy, **conv),
+            tf.raw_ops.Conv2DBackpropFilter(input=x, filter_sizes=tf.shape(kernel), out_backprop=dy, **conv),
+        ]
+
+    grouped = tf.function(three)
+
+    @tf.function
+    def per_group(x, kernel, dy):
+        parts = [three(x[..., 4 * g:4 * g + 4], kernel[..., 4 * g:4 * g + 4], dy[..., 4 * g:4 * g + 4])
+                 for g in range(2)]
+        return [tf.concat([parts[0][0], parts[1][0]], -1), tf.concat([parts[0][1], parts[1][1]], -1),
+                tf.concat([parts[0][2], parts[1][2]], -1)]
+
+    tolerance = 1e-4 if dtype == "float32" else 5e-2
+    for a, b in zip(grouped(x, kernel, dy), per_group(x, kernel, dy)):
+        a, b = np.asarray(tf.cast(a, tf.float32)), np.asarray(tf.cast(b, tf.float32))
+        if a.shape != b.shape or not np.all(np.abs(a - b) <= tolerance * (1 + np.abs(b).max())):
+            return False
+    return True
+
+
+@functools.lru_cache(maxsize=None)
+def onednn_grouped_conv_available(dtype="float32"):
+    """True when TensorFlow here runs a grouped convolution (a ``Conv2D`` whose kernel has fewer input
+    channels than the input) and its gradients in ``dtype``, matching one convolution per group.
+
+    TensorFlow's CPU build has this only through oneDNN (on by default on x86; off with
+    ``TF_ENABLE_ONEDNN_OPTS=0``, which leaves the forward pass and no gradient), and bfloat16 only on
+    CPUs whose oneDNN kernels support it. Checked once per process and dtype on a tiny case (a traced
+    forward and backward pass, well under a second); any error means no.
+    """
+    if keras.backend.backend() != "tensorflow":
+        return False
+    import tensorflow as tf
+
+    try:
+        with tf.init_scope():  # also when first asked while a tf.function is being traced
+            return bool(_probe_onednn_grouped_conv(str(dtype)))
+    except Exception:  # noqa: BLE001 - any failure of the probe means "not available"
+        return False
+
+
+def resolve_grouped_conv(grouped_conv, dtype="float32"):
+    """The formulation that ``grouped_conv`` stands for on this backend and machine, for ``dtype``.
+
+    ``"auto"``, on the TensorFlow backend without a GPU, is ``"onednn"`` where
+    :func:`onednn_grouped_conv_available` (TensorFlow's own ``Conv2D`` op on the grouped kernel, which
+    oneDNN computes as one grouped convolution, outside XLA), else ``"split"``; on a GPU and on the
+    other backends it is ``"native"``. Measured on a 2-core AMX Xeon (docs/benchmarks.md): the
+    MSConvResNet50 ``model.fit`` step under ``mixed_bfloat16`` at batch 32 took 13.9 images/s with
+    ``"onednn"`` against 10.7 with ``"split"``; inference at batch 32, 52.3 images/s in a traced
+    graph against 52.9 for ``"split"`` under XLA (and 42.4 without). ``"native"`` on TensorFlow's CPU
+    is Keras' grouped convolution, which Keras compiles with XLA on each call: its gradient is
+    pathologically slow (about 25x slower than ``"split"`` for a whole training step). Under an
+    explicit XLA compilation (``jit_compile=True``) ``"onednn"`` becomes XLA's grouped convolution too,
+    so XLA users should pick ``"split"``.
 
     Raises:
-        ValueError: if ``grouped_conv`` is not ``"auto"``, ``"native"`` or ``"split"``.
+        ValueError: if ``grouped_conv`` is not ``"auto"``, ``"native"``, ``"split"`` or ``"onednn"``.
     """
-    if grouped_conv not in GROUPED_CONV_MODES:
-        raise ValueError(
-            f"`grouped_conv` must be 'auto', 'native' or 'split'; got {grouped_conv!r}."
-        )
+    check_grouped_conv(grouped_conv)
     if grouped_conv != "auto":
         return grouped_conv
     if keras.backend.backend() == "tensorflow" and not _tensorflow_sees_gpu():
-        return "split"
+        return "onednn" if onednn_grouped_conv_available(str(dtype)) else "split"
     return "native"
 
 
@@ -162,11 +230,12 @@ class MSConv(ExportHooks, keras.layers.Layer):
             on channel slices, concatenated; for runtimes without grouped convolution, e.g. TFLite
             builtins; neighbouring groups are packed into one convolution with a block-diagonal
             kernel of up to ``SPLIT_PACK_CHANNELS`` input channels in inference and
-            ``SPLIT_PACK_CHANNELS_TRAINING`` in training, see ``_grouped_conv``) or
-            ``"auto"`` (the default: ``"split"`` on the TensorFlow backend without a GPU, where it
-            trains about 25x faster, infers about 1.7x faster with XLA at batch 32 (about the same
-            without XLA) and about 1.3x slower at batch 1, else
-            ``"native"``; decided when the layer is called, see ``resolve_grouped_conv``). See
+            ``SPLIT_PACK_CHANNELS_TRAINING`` in training, see ``_grouped_conv``), ``"onednn"``
+            (TensorFlow backend only: TensorFlow's ``Conv2D`` op on the grouped kernel, one oneDNN
+            grouped convolution forward and backward; the layer then does not support XLA) or
+            ``"auto"`` (the default: on the TensorFlow backend without a GPU, ``"onednn"`` where
+            TensorFlow runs it, checked once per process and dtype, else ``"split"``; ``"native"``
+            elsewhere; decided when the layer is called, see ``resolve_grouped_conv``). See
             ``clone_with_grouped_conv``.
         **kwargs: base layer arguments (``name``, ``dtype``, ``trainable``).
 
@@ -229,7 +298,14 @@ class MSConv(ExportHooks, keras.layers.Layer):
                 f"`squeeze` must be 'multiply' (MSConv) or 'add' (MSConv*); got {squeeze!r}."
             )
         self.squeeze = squeeze
-        resolve_grouped_conv(grouped_conv)  # validates
+        check_grouped_conv(grouped_conv)
+        if grouped_conv == "onednn":
+            if keras.backend.backend() != "tensorflow":
+                raise ValueError(
+                    "`grouped_conv='onednn'` runs TensorFlow's Conv2D op and needs the TensorFlow "
+                    f"backend; KERAS_BACKEND is {keras.backend.backend()!r}."
+                )
+            self.supports_jit = False  # XLA would replace oneDNN's kernel with its own grouped one
         self.grouped_conv = grouped_conv
         self._plans = tuple(_branch_plan(d, self.strides) for d in self.dilations)
 
@@ -314,8 +390,11 @@ class MSConv(ExportHooks, keras.layers.Layer):
     # -- forward ---------------------------------------------------------------------------------
 
     def _grouped_conv(self, x, conv, training=None):
-        if resolve_grouped_conv(self.grouped_conv) == "native":
+        mode = resolve_grouped_conv(self.grouped_conv, keras.backend.standardize_dtype(x.dtype))
+        if mode == "native":
             return conv(x)
+        if mode == "onednn":
+            return self._onednn_conv(x, conv)
         # "split": the same (3, 3, C_in / groups, F) kernel as ordinary convolutions. `pack`
         # neighbouring groups share one convolution whose kernel is block-diagonal: group q's inputs
         # reach only group q's outputs, the other blocks are exact zeros, so the outputs are the
@@ -341,6 +420,22 @@ class MSConv(ExportHooks, keras.layers.Layer):
                 kg = ops.reshape(kg, (*kernel.shape[:2], pack * in_per_group, pack * out_per_group))
             outputs.append(self._split_conv(xg, kg, conv))
         return ops.concatenate(outputs, axis=-1)
+
+    def _onednn_conv(self, x, conv):
+        """The grouped convolution as TensorFlow's own ``Conv2D`` op on the (3, 3, C_in / groups, F)
+        kernel: oneDNN computes it as one grouped convolution, forward and backward."""
+        import tensorflow as tf
+
+        dtype = keras.backend.standardize_dtype(x.dtype)
+        if not onednn_grouped_conv_available(dtype):
+            raise RuntimeError(
+                f"MSConv {self.name!r}: grouped_conv='onednn' needs TensorFlow's oneDNN grouped "
+                f"convolution in {dtype}, which this TensorFlow does not run (TF_ENABLE_ONEDNN_OPTS=0, "
+                "or a CPU without oneDNN support for it); use grouped_conv='split'."
+            )
+        return tf.raw_ops.Conv2D(input=x, filter=ops.cast(conv.kernel, x.dtype),
+                                 strides=[1, *conv.strides, 1], padding="VALID",
+                                 dilations=[1, *conv.dilation_rate, 1])
 
     def _branch(self, x, index, training):
         dilation = self.dilations[index]
@@ -541,7 +636,7 @@ def clone_with_grouped_conv(model, grouped_conv):
 
     Args:
         model: a Functional ``keras.Model`` (e.g. an ``MSConvResNet``) containing ``MSConv`` layers.
-        grouped_conv: ``"auto"``, ``"native"`` or ``"split"``.
+        grouped_conv: ``"auto"``, ``"native"``, ``"split"`` or ``"onednn"``.
 
     Returns:
         A new ``keras.Model`` with the same weights.
@@ -554,7 +649,7 @@ def clone_with_grouped_conv(model, grouped_conv):
     >>> model = keras_fr.applications.MSConvResNet26(input_shape=(32, 32, 3))
     >>> split = clone_with_grouped_conv(model, "split")
     """
-    resolve_grouped_conv(grouped_conv)  # validates
+    check_grouped_conv(grouped_conv)
 
     def clone_layer(layer):
         config = layer.get_config()

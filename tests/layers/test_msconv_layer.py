@@ -254,13 +254,100 @@ def test_defaults_are_the_reference():
 def test_auto_grouped_conv_resolves_by_backend_and_device():
     import tensorflow as tf
 
-    from keras_fr.layers.msconv import resolve_grouped_conv
+    from keras_fr.layers.msconv import onednn_grouped_conv_available, resolve_grouped_conv
 
-    assert resolve_grouped_conv("native") == "native" and resolve_grouped_conv("split") == "split"
+    for mode in ("native", "split", "onednn"):
+        assert resolve_grouped_conv(mode) == mode
     on_tf_cpu = keras.backend.backend() == "tensorflow" and not tf.config.list_logical_devices("GPU")
-    assert resolve_grouped_conv("auto") == ("split" if on_tf_cpu else "native")
-    with pytest.raises(ValueError, match="grouped_conv"):
+    expected = ("onednn" if onednn_grouped_conv_available() else "split") if on_tf_cpu else "native"
+    assert resolve_grouped_conv("auto") == expected
+    with pytest.raises(ValueError, match="`grouped_conv` must be 'auto', 'native', 'split' or 'onednn'; got 'fast'"):
         resolve_grouped_conv("fast")
+
+
+def test_onednn_availability_is_probed_and_auto_falls_back_to_split(monkeypatch):
+    """Where TensorFlow cannot run the grouped convolution's gradients (oneDNN off), ``"auto"`` is
+    ``"split"`` and an explicit ``"onednn"`` says why; the probe is made once per dtype."""
+    import subprocess
+    import sys
+
+    from keras_fr.layers import msconv
+
+    script = ("from keras_fr.layers import msconv as m; "
+              "print(m.onednn_grouped_conv_available(), m.resolve_grouped_conv('auto'))")
+    env = dict(__import__("os").environ, TF_ENABLE_ONEDNN_OPTS="0", TF_CPP_MIN_LOG_LEVEL="3",
+               KERAS_BACKEND="tensorflow", CUDA_VISIBLE_DEVICES="")
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split()[-2:] == ["False", "split"]
+
+    calls = []
+
+    def failing(dtype):
+        calls.append(dtype)
+        raise RuntimeError("no kernel")
+
+    monkeypatch.setattr(msconv, "_probe_onednn_grouped_conv", failing)
+    msconv.onednn_grouped_conv_available.cache_clear()
+    try:
+        assert not msconv.onednn_grouped_conv_available("float32")
+        assert not msconv.onednn_grouped_conv_available("float32") and calls == ["float32"]  # cached
+        if keras.backend.backend() == "tensorflow" and not msconv._tensorflow_sees_gpu():
+            assert msconv.resolve_grouped_conv("auto", "bfloat16") == "split" and calls == ["float32", "bfloat16"]
+        layer = MSConv(grouped_conv="onednn", name="needs_onednn")
+        with pytest.raises(RuntimeError, match="needs_onednn.*grouped_conv='onednn' needs TensorFlow's oneDNN grouped "
+                                               "convolution in float32.*use grouped_conv='split'"):
+            layer(np.zeros((1, 6, 6, 32), "float32"))
+    finally:
+        msconv.onednn_grouped_conv_available.cache_clear()
+
+
+@pytest.mark.parametrize("strides,dilations", [(1, (1, 2)), (2, (1, 2)), (2, (2, 3)), (3, (2, 1))])
+def test_onednn_grouped_conv_equals_split_forward_and_gradients(strides, dilations):
+    import tensorflow as tf
+
+    from keras_fr.layers.msconv import onednn_grouped_conv_available
+
+    if keras.backend.backend() != "tensorflow" or not onednn_grouped_conv_available():
+        pytest.skip("TensorFlow's oneDNN grouped convolution is not available here")
+    x = tf.constant(RNG.normal(size=(2, 11, 11, 64)).astype("float32"))
+    split = _make(x.shape, strides=strides, dilations=dilations, grouped_conv="split")
+    onednn = MSConv(strides=strides, dilations=dilations, grouped_conv="onednn", name="msconv")
+    onednn.build(x.shape)
+    onednn.set_weights(split.get_weights())
+    assert not onednn.supports_jit and split.supports_jit  # XLA would not run oneDNN's kernel
+    results = []
+    for layer in (split, onednn):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = layer(x, training=True)
+            loss = tf.reduce_sum(y * tf.cos(y))
+        grads = tape.gradient(loss, [x, layer.convs_0_0.kernel, layer.convs_1_0.kernel])
+        results.append([y, *grads])
+    for a, b in zip(*results):
+        scale = max(float(np.max(np.abs(b))), 1e-6)
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=0, atol=1e-5 * scale)
+    # One Conv2D per 3x3 branch (plus the four 1x1 convolutions) in the traced graph.
+    graph = tf.function(lambda v: onednn(v, training=False)).get_concrete_function(tf.TensorSpec(x.shape)).graph
+    assert sum(op.type == "Conv2D" for op in graph.get_operations()) == 2 + 4
+
+
+def test_onednn_grouped_conv_in_mixed_bfloat16():
+    import tensorflow as tf
+
+    from keras_fr.layers.msconv import onednn_grouped_conv_available
+
+    if keras.backend.backend() != "tensorflow" or not onednn_grouped_conv_available("bfloat16"):
+        pytest.skip("TensorFlow's oneDNN grouped convolution in bfloat16 is not available here")
+    x = tf.constant(RNG.normal(size=(2, 9, 9, 64)).astype("float32"))
+    reference = _make(x.shape, strides=2, grouped_conv="split")
+    want = np.asarray(reference(x, training=False))
+    layer = MSConv(strides=2, grouped_conv="onednn", dtype="mixed_bfloat16", name="msconv")
+    layer.build(x.shape)
+    layer.set_weights(reference.get_weights())
+    got = np.asarray(tf.cast(layer(x, training=False), tf.float32))
+    cosine = np.sum(got * want) / np.linalg.norm(got) / np.linalg.norm(want)
+    assert got.dtype == np.float32 and cosine > 0.999
 
 
 def test_auto_grouped_conv_trains_like_native():
