@@ -16,8 +16,8 @@ The MSConv paper reports 918 images/s for MSConvResNet50 at batch 128, mixed pre
 Budget: the default run is 6 fits (3 models x 2 policies) of 1 + 3 steps at batch 32 and 112x112; it
 took 13.1 minutes on 2 cores (an MSConv network's tracing step alone takes over 2 minutes). Each row is
 printed and saved as soon as it is measured, so an interrupted run keeps what it measured. MSConv
-networks use ``grouped_conv="auto"`` (split on TensorFlow CPU); ``--grouped-conv native`` trains about
-25x slower there (``benchmarks/grouped_conv.py``).
+networks use ``grouped_conv="auto"`` (``"onednn"`` on TensorFlow CPU where oneDNN runs it, else
+``"split"``); ``--grouped-conv native`` trains about 25x slower there (``benchmarks/grouped_conv.py``).
 
 Two switches compare what keras_fr changed in the training step: ``--batchnorm keras`` runs Keras' own
 ``BatchNormalization`` code instead of keras_fr's fused training step
@@ -59,9 +59,10 @@ def parse_args(argv=None):
     p.add_argument("--image-size", type=int, default=None, help="input size (default 112)")
     p.add_argument("--num-classes", type=int, default=1000, help="identities in the margin head")
     p.add_argument("--jit", action="store_true", help="compile with XLA (jit_compile=True)")
-    p.add_argument("--grouped-conv", choices=("auto", "native", "split"), default="auto",
-                   help="MSConv's grouped-convolution formulation (default auto: split on TensorFlow "
-                        "without a GPU; native trains far slower there, see benchmarks/grouped_conv.py)")
+    p.add_argument("--grouped-conv", choices=("auto", "native", "split", "onednn"), default="auto",
+                   help="MSConv's grouped-convolution formulation (default auto: onednn on TensorFlow "
+                        "without a GPU where oneDNN runs it, else split; native trains far slower there, "
+                        "see benchmarks/grouped_conv.py)")
     p.add_argument("--batchnorm", choices=("fused", "keras"), default="fused",
                    help="keras_fr's fused batch-norm training step (default) or Keras' own code")
     p.add_argument("--pack-channels-training", type=int, default=None,
