@@ -27,14 +27,14 @@ import numpy as np
 import keras
 from keras import ops
 
-from keras_fr.layers.activations import MaximumPReLU
+from keras_fr.layers.activations import MaximumPReLU, is_plain_prelu
 
 __all__ = ["inference_model"]
 
 
 def _prelu_form(layer):
     """``"max"`` / ``"min"`` when Keras' own PReLU ``layer`` can be a :class:`MaximumPReLU`, else ``None``."""
-    if type(layer) is not keras.layers.PReLU or getattr(layer, "alpha", None) is None:
+    if not is_plain_prelu(layer) or getattr(layer, "alpha", None) is None:
         return None
     alpha = np.asarray(layer.alpha, np.float64)
     if not np.all(np.isfinite(alpha)):

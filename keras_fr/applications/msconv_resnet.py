@@ -13,6 +13,7 @@ from keras_fr.applications import common
 from keras_fr.applications import registry
 from keras_fr.applications import specs
 from keras_fr.applications.common import preprocess_input  # noqa: F401  (re-exported)
+from keras_fr.layers.activations import PReLU
 from keras_fr.layers.msconv import (
     BN_EPSILON,
     BN_MOMENTUM,
@@ -50,7 +51,7 @@ REFERENCE = (
 
 def _prelu(name):
     """PyTorch ``PReLU()``: a single slope shared by every position and channel."""
-    return keras.layers.PReLU(
+    return PReLU(
         alpha_initializer=keras.initializers.Constant(PRELU_INIT), shared_axes=[1, 2, 3], name=name
     )
 

@@ -18,6 +18,8 @@ _PUBLIC = {
     "BatchNormalization": "keras_fr.layers.normalization",
     # PReLU as maximum(x, alpha * x), for inference copies (keras_fr.applications.inference_model)
     "MaximumPReLU": "keras_fr.layers.activations",
+    # Keras' PReLU with a faster training step (where keras_fr's MSConv networks use a PReLU)
+    "PReLU": "keras_fr.layers.activations",
     # what a layer tells the exporters (keras_fr.export)
     "ExportHooks": "keras_fr.layers.export_hooks",
     "ExportTarget": "keras_fr.layers.export_hooks",

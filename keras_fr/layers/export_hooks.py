@@ -48,6 +48,8 @@ import dataclasses
 import keras
 import numpy as np
 
+from keras_fr.layers.activations import is_plain_prelu
+
 #: Export formats and grouped-convolution formulations an :class:`ExportTarget` can name.
 FORMATS = ("tflite", "onnx")
 GROUPED_CONV_FORMULATIONS = ("native", "split")
@@ -207,7 +209,7 @@ def keeps_float32_in_int8(layer):
     """
     if getattr(layer, "keep_float32_in_int8", False):
         return True
-    return type(layer) is keras.layers.PReLU and (_slope_count(layer) or 0) > 1
+    return is_plain_prelu(layer) and (_slope_count(layer) or 0) > 1
 
 
 def wants_graph_conv(layer, target):
@@ -240,7 +242,7 @@ def export_variant_of(layer, target):
         variant = GraphConv2D.from_config(layer.get_config())
         variant.export_speed_only = not (layer.groups > 1 and target.format == "onnx")
         return variant
-    if type(layer) is keras.layers.PReLU and target.quantize == "int8" and _slope_count(layer) == 1:
+    if is_plain_prelu(layer) and target.quantize == "int8" and _slope_count(layer) == 1:
         variant = LeakyPReLU.from_prelu(layer)
         variant.export_speed_only = True
         return variant

@@ -24,6 +24,7 @@ import numpy as np
 import keras
 from keras import ops
 
+from keras_fr.layers.activations import PReLU
 from keras_fr.layers.export_hooks import ExportHooks
 from keras_fr.layers.export_hooks import GraphConv2D
 from keras_fr.layers.export_hooks import LeakyPReLU
@@ -329,7 +330,7 @@ class MSConv(ExportHooks, keras.layers.Layer):
         bn = BatchNormalization(
             epsilon=BN_EPSILON, momentum=BN_MOMENTUM, dtype=policy, name=f"{prefix}_1"
         )
-        prelu = keras.layers.PReLU(
+        prelu = PReLU(
             alpha_initializer=keras.initializers.Constant(PRELU_INIT),
             shared_axes=[1, 2, 3],
             dtype=policy,
