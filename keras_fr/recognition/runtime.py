@@ -477,6 +477,7 @@ def prepare_runtime(model, model_name, weights_hash, runtime="auto", *, cache_di
         return InferenceRuntime(model, runtime, "keras")
     size = int(input_size or model.inputs[0].shape[1] or 112)
     preprocess = preprocess or _arcface_preprocess
+    cache_folder = os.fspath(cache_dir) if cache_dir is not None else default_cache_dir()
     if runtime == "auto":
         kinds = [kind for kind in AUTO_KINDS if not _why_unavailable(kind)]
         if not kinds:
@@ -484,13 +485,12 @@ def prepare_runtime(model, model_name, weights_hash, runtime="auto", *, cache_di
         if weights_hash is None:
             return InferenceRuntime(model, runtime, "keras",
                                     note="weights without a file (random or unnamed): nothing to key a cached file on")
-        cache_dir = os.fspath(cache_dir) if cache_dir is not None else default_cache_dir()
         try:
-            os.makedirs(cache_dir, exist_ok=True)
+            os.makedirs(cache_folder, exist_ok=True)
         except OSError as exc:  # "auto" never fails for want of a cache: it runs Keras and says why
-            _say(f"cannot use the cache folder {cache_dir!r} ({exc}); using Keras.")
+            _say(f"cannot use the cache folder {cache_folder!r} ({exc}); using Keras.")
             return InferenceRuntime(model, runtime, "keras", note=f"cache folder: {exc}")
-        return _auto_runtime(model, model_name, weights_hash, kinds, cache_dir, size, preprocess, threads)
+        return _auto_runtime(model, model_name, weights_hash, kinds, cache_folder, size, preprocess, threads)
     kind = runtime
     why = _why_unavailable(kind)
     if why:
@@ -500,9 +500,8 @@ def prepare_runtime(model, model_name, weights_hash, runtime="auto", *, cache_di
             with tempfile.TemporaryDirectory(prefix="keras_fr-runtime-") as folder:
                 _, runner, cosine = _build(model, kind, folder, size, preprocess, threads, content=True)
             return InferenceRuntime(model, runtime, kind, runner, min_cosine=cosine)
-        cache_dir = os.fspath(cache_dir) if cache_dir is not None else default_cache_dir()
-        os.makedirs(cache_dir, exist_ok=True)
-        entry = _file_entry(model, model_name, weights_hash, kind, cache_dir, size, preprocess, threads)
+        os.makedirs(cache_folder, exist_ok=True)
+        entry = _file_entry(model, model_name, weights_hash, kind, cache_folder, size, preprocess, threads)
     except OSError as exc:
         raise ValueError(f"`cache_dir`: {exc}") from exc
     except (RuntimeError, ValueError) as exc:
@@ -524,11 +523,20 @@ class _Entry:
         return (self.record or {}).get("batch1_seconds")
 
 
-def _file_entry(model, model_name, weights_hash, kind, cache_dir, size, preprocess, threads):
-    """The checked entry of ``kind`` for ``model``: loaded from the cache, or built, checked and cached."""
-    key = _cache_key(model, model_name, weights_hash, kind, size, preprocess)
-    artifact, record_path = _entry_paths(cache_dir, key)
-    found = _load_cached(model, key, artifact, record_path, preprocess, threads)
+def _file_entry(model, model_name, weights_hash, kind, cache_dir, size, preprocess, threads, known=None):
+    """The checked entry of ``kind`` for ``model``: loaded from the cache, or built, checked and cached.
+
+    ``known``: the entry's :class:`_Entry` as ``"auto"`` already read it (key, paths, and the record if
+    it was valid), so the key is not computed and the file not hashed a second time.
+    """
+    if known is None:
+        key = _cache_key(model, model_name, weights_hash, kind, size, preprocess)
+        artifact, record_path = _entry_paths(cache_dir, key)
+        found = _load_cached(model, key, artifact, record_path, preprocess, threads)
+    else:
+        key, artifact, record_path = known.key, known.artifact, known.record_path
+        found = (_load_cached(model, key, artifact, record_path, preprocess, threads, record=known.record)
+                 if known.record is not None else None)
     if found is not None:
         runner, cosine, record = found
         return _Entry(kind, key, artifact, record_path, record, True, runner, cosine)
@@ -599,7 +607,8 @@ def _auto_runtime(model, model_name, weights_hash, kinds, cache_dir, size, prepr
     opened, failures = {}, []
     for kind in kinds:
         try:
-            opened[kind] = _file_entry(model, model_name, weights_hash, kind, cache_dir, size, preprocess, threads)
+            opened[kind] = _file_entry(model, model_name, weights_hash, kind, cache_dir, size, preprocess, threads,
+                                       known=entries[kind])
         except (RuntimeError, ValueError, OSError) as exc:
             reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             _say(f"could not build a {kind} file of {model_name} ({reason}); leaving it out.")
