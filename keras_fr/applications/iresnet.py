@@ -26,6 +26,7 @@ from keras import layers
 from keras_fr.applications import common
 from keras_fr.applications import registry
 from keras_fr.applications import specs
+from keras_fr.layers.activations import PReLU
 from keras_fr.layers.normalization import BatchNormalization
 
 #: IBasicBlock counts per stage for each depth (insightface ``iresnet18`` .. ``iresnet200``).
@@ -108,8 +109,9 @@ def _batch_norm(x, name, dtype=None):
 
 
 def _prelu(x, name):
-    # PReLU(C) in PyTorch: one slope per channel, initial value 0.25.
-    return layers.PReLU(
+    # PReLU(C) in PyTorch: one slope per channel, initial value 0.25. keras_fr's PReLU: Keras'
+    # inference, a one-mask training step.
+    return PReLU(
         alpha_initializer=keras.initializers.Constant(0.25), shared_axes=[1, 2], name=name
     )(x)
 

@@ -20,6 +20,7 @@ import keras
 from keras import layers
 from keras import ops
 
+from keras_fr.layers.activations import PReLU
 from keras_fr.layers.export_hooks import ExportHooks
 from keras_fr.layers.normalization import BatchNormalization
 
@@ -230,7 +231,7 @@ class MultiScaleLocalHead(layers.Layer):
             self.scale_bns.append(BatchNormalization(
                 epsilon=_BN_EPSILON, momentum=_BN_MOMENTUM, name=f"scales_{index}_1", dtype=policy
             ))
-            self.scale_prelus.append(layers.PReLU(
+            self.scale_prelus.append(PReLU(
                 alpha_initializer=keras.initializers.Constant(0.25), shared_axes=[1, 2],
                 name=f"scales_{index}_2", dtype=policy,
             ))

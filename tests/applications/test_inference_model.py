@@ -10,6 +10,7 @@ import keras
 from keras_fr.applications import get_model, inference_model
 from keras_fr.applications.inference import inference_copy
 from keras_fr.layers import MaximumPReLU
+from keras_fr.layers.activations import is_plain_prelu
 from keras_fr.layers.normalization import BatchNormalization
 
 
@@ -18,7 +19,7 @@ def randomize_norms(model, seed=0):
     alphas of both signs (all at most 1)."""
     rng = np.random.default_rng(seed)
     for layer in model._flatten_layers():
-        if type(layer) is keras.layers.PReLU and layer.built:
+        if is_plain_prelu(layer) and layer.built:
             layer.alpha.assign(rng.uniform(-0.5, 1.0, layer.alpha.shape))
         if isinstance(layer, keras.layers.BatchNormalization) and layer.built:
             c = layer.moving_mean.shape[0]

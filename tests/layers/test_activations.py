@@ -87,10 +87,15 @@ def test_serialization_and_what_counts_as_a_plain_prelu():
     assert not is_plain_prelu(MaximumPReLU()) and not is_plain_prelu(keras.layers.ReLU())
 
 
-def test_msconv_networks_build_it_and_inference_copies_still_rewrite_it():
-    from keras_fr.applications import MSConvResNet26, inference_model
+@pytest.mark.parametrize("family", ["msconv", "iresnet", "lgaf"])
+def test_networks_build_it_and_inference_copies_still_rewrite_it(family):
+    from keras_fr.applications import IResNet, LGAFResNet, MSConvResNet26, inference_model
 
-    model = MSConvResNet26(input_shape=(32, 32, 3))
+    model = {
+        "msconv": lambda: MSConvResNet26(input_shape=(32, 32, 3)),
+        "iresnet": lambda: IResNet((1, 1, 1, 1), include_top=False, input_shape=(32, 32, 3)),
+        "lgaf": lambda: LGAFResNet((1, 1, 1, 1), embedding_size=16, num_heads=2)  # with its heads,
+    }[family]()
     layers = [layer for layer in model._flatten_layers() if isinstance(layer, keras.layers.PReLU)]
     assert layers and all(type(layer) is PReLU for layer in layers)
     copy = inference_model(model)
