@@ -283,7 +283,7 @@ def test_onednn_availability_is_probed_and_auto_falls_back_to_split(monkeypatch)
 
     calls = []
 
-    def failing(dtype):
+    def failing(dtype, strided_dilation=False):
         calls.append(dtype)
         raise RuntimeError("no kernel")
 
@@ -330,6 +330,9 @@ def test_onednn_grouped_conv_equals_split_forward_and_gradients(strides, dilatio
     # One Conv2D per 3x3 branch (plus the four 1x1 convolutions) in the traced graph.
     graph = tf.function(lambda v: onednn(v, training=False)).get_concrete_function(tf.TensorSpec(x.shape)).graph
     assert sum(op.type == "Conv2D" for op in graph.get_operations()) == 2 + 4
+    if strides > 1 and max(dilations) > 1 and onednn_grouped_conv_available("float32", strided_dilation=True):
+        # oneDNN takes the stride and the dilation together: nothing sliced before or after.
+        assert not any(op.type == "StridedSlice" for op in graph.get_operations())
 
 
 def test_onednn_grouped_conv_in_mixed_bfloat16():
