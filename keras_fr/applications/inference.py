@@ -14,7 +14,13 @@ Two rewrites, both exact up to float rounding in inference, both measured on thi
   ``maximum(x, alpha * x)`` (bit for bit: for ``x < 0``, ``alpha * x >= x``; for ``x > 0``,
   ``alpha * x <= x``), two passes; when every ``alpha >= 1``, ``minimum(x, alpha * x)``. The copy is a
   snapshot, so the condition is checked on the weights it copies; a PReLU with alphas on both sides of
-  1 stays as it is.
+  1 stays as it is. A PReLU with one slope that reads a folded batch norm's output becomes a
+  :class:`~keras_fr.layers.export_hooks.LeakyPReLU` instead: on TensorFlow one leaky ReLU with a
+  constant slope, which oneDNN fuses into the convolution before it (see ``_leaky_prelus`` for why
+  only there).
+- **Layers that bring their own variant.** A layer with an ``inference_variant()`` hook is replaced
+  by what it returns and fills in (:meth:`keras_fr.layers.MSConv.inference_variant`: its inner batch
+  norms folded into its grouped and 1x1 convolutions, its PReLUs leaky ReLUs).
 
 :func:`inference_model` is what the library's own batch paths run
 (:func:`keras_fr.evaluation.extract_embeddings`, the recognizer's Keras runtime); TFLite and ONNX
@@ -28,6 +34,8 @@ import keras
 from keras import ops
 
 from keras_fr.layers.activations import MaximumPReLU, is_plain_prelu
+from keras_fr.layers.export_hooks import LeakyPReLU
+from keras_fr.layers.normalization import fold_batch_norm
 
 __all__ = ["inference_model"]
 
@@ -44,6 +52,12 @@ def _prelu_form(layer):
     if np.all(alpha >= 1):
         return "min"
     return None
+
+
+def _own_variant(layer):
+    """The layer's own inference variant (its ``inference_variant()`` hook, e.g. MSConv's), or None."""
+    hook = getattr(layer, "inference_variant", None)
+    return hook() if callable(hook) else None
 
 
 def _foldable_producer(layer):
@@ -115,20 +129,39 @@ def _pairs(model):
     return pairs
 
 
+def _leaky_prelus(model, folded_norms):
+    """ids of the single-slope PReLUs of ``model``'s own graph that read a folded batch norm's output
+    (and are called once): they become :class:`~keras_fr.layers.export_hooks.LeakyPReLU`, which on
+    TensorFlow traces to one leaky ReLU with a constant slope that oneDNN fuses into the convolution
+    before it (``Conv2D + BiasAdd + LeakyRelu``, one pass).
+
+    Only there: TensorFlow 2.21 with oneDNN fuses ``Conv2D + BiasAdd + Add + LeakyRelu`` too (a
+    PReLU after a residual sum) and that fused kernel ignores the slope, computing 0.2 for every
+    one (found with MSConvResNet26, checked on TensorFlow ops alone); such PReLUs stay
+    :class:`MaximumPReLU`, whose slope is a variable and is not fused.
+    """
+    nodes = [node for depth in model._nodes_by_depth.values() for node in depth]
+    calls = {}
+    for node in nodes:
+        if node.operation is not None and not node.is_input:
+            calls[id(node.operation)] = calls.get(id(node.operation), 0) + 1
+    leaky = set()
+    for node in nodes:
+        layer = node.operation
+        if layer is None or node.is_input or len(node.input_tensors) != 1 or calls.get(id(layer)) != 1:
+            continue
+        if _prelu_form(layer) is None or int(np.prod(layer.alpha.shape)) != 1 or not _plain_call(node):
+            continue
+        if id(node.input_tensors[0]._keras_history.operation) in folded_norms:
+            leaky.add(id(layer))
+    return leaky
+
+
 def folded_weights(layer, norm):
     """The (kernel, bias) of ``layer`` with ``norm`` (a batch normalization reading its output) folded
     in, computed in float64."""
-    kernel = np.asarray(layer.kernel, np.float64)
-    depthwise = isinstance(layer, keras.layers.DepthwiseConv2D)  # output channel c * multiplier + m
-    channels = kernel.shape[-2] * kernel.shape[-1] if depthwise else kernel.shape[-1]
-    bias = np.asarray(layer.bias, np.float64) if getattr(layer, "bias", None) is not None else np.zeros(channels)
-    mean = np.asarray(norm.moving_mean, np.float64)
-    variance = np.asarray(norm.moving_variance, np.float64)
-    gamma = np.asarray(norm.gamma, np.float64) if norm.scale else np.ones(channels)
-    beta = np.asarray(norm.beta, np.float64) if norm.center else np.zeros(channels)
-    scale = gamma / np.sqrt(variance + norm.epsilon)
-    folded = kernel * (scale.reshape(kernel.shape[-2:]) if depthwise else scale)
-    return folded, (bias - mean) * scale + beta
+    return fold_batch_norm(layer.kernel, getattr(layer, "bias", None), norm,
+                           depthwise=isinstance(layer, keras.layers.DepthwiseConv2D))
 
 
 def inference_model(model):
@@ -138,9 +171,11 @@ def inference_model(model):
     ``Conv3D`` / ``DepthwiseConv2D`` / ``Dense`` (channels last, no activation) whose output nothing
     else reads; that layer gets a bias if it had none, and the normalization is left out of the copy.
     A Keras ``PReLU`` whose alphas are all at most 1 (or all at least 1) becomes a
-    :class:`keras_fr.layers.MaximumPReLU` (the module's docstring says why both are exact). Everything else is copied
+    :class:`keras_fr.layers.MaximumPReLU` (the module's docstring says why both are exact), or a
+    leaky ReLU when it has one slope and follows a folded batch norm. A layer with its own
+    ``inference_variant()`` (MSConv) is replaced by that variant. Everything else is copied
     as it is (new layers, the same weights); nested Functional models are rewritten in turn, layers
-    inside custom layers (MSConv's, LGAF's heads) are not; ``model`` itself is not changed.
+    inside other custom layers (LGAF's heads) are not; ``model`` itself is not changed.
 
     The copy gives ``model``'s outputs in inference (``training=False``) up to float rounding
     (IResNet100's embeddings: cosine 0.99999 and more to the original's). It is a snapshot of the
@@ -186,22 +221,28 @@ def _rewrite(model):
         )
     pairs = _pairs(model)
     prelus = {id(layer): form for layer in model.layers if (form := _prelu_form(layer))}
+    variants = {id(layer): variant for layer in model.layers if (variant := _own_variant(layer)) is not None}
     nested = {}
     for layer in model.layers:
         if _is_functional(layer):
             copy = _rewrite(layer)
             if copy is not layer:
                 nested[id(layer)] = copy
-    if not pairs and not prelus and not nested:
+    if not pairs and not prelus and not nested and not variants:
         return model
     folded_norms = {id(norm) for norm in pairs.values()}
+    leaky = _leaky_prelus(model, folded_norms)
     originals = {}  # id(clone) -> original layer
 
     def clone(layer):
         if id(layer) in nested:
             new = nested[id(layer)]
+        elif id(layer) in variants:
+            new = variants[id(layer)]
         elif id(layer) in pairs:
             new = type(layer).from_config(dict(layer.get_config(), use_bias=True))
+        elif id(layer) in leaky:
+            new = LeakyPReLU.from_config(layer.get_config())
         elif id(layer) in prelus:
             new = MaximumPReLU.from_config(dict(layer.get_config(), form=prelus[id(layer)]))
         else:
@@ -219,7 +260,9 @@ def _rewrite(model):
         old = originals.get(id(new))
         if old is None or id(old) in nested:
             continue
-        if id(old) in pairs:
+        if id(old) in variants:
+            old.fill_inference_variant(new)
+        elif id(old) in pairs:
             kernel, bias = folded_weights(old, pairs[id(old)])
             new.kernel.assign(ops.cast(kernel, new.kernel.dtype))
             new.bias.assign(ops.cast(bias, new.bias.dtype))

@@ -16,9 +16,11 @@ _PUBLIC = {
     "PartialFC": "keras_fr.layers.partial_fc",
     # Keras' BatchNormalization with a fused training step on TensorFlow
     "BatchNormalization": "keras_fr.layers.normalization",
-    # PReLU as maximum(x, alpha * x), for inference copies (keras_fr.applications.inference_model)
+    # PReLU as maximum(x, alpha * x), and a folded batch norm's bias, for inference copies
+    # (keras_fr.applications.inference_model)
     "MaximumPReLU": "keras_fr.layers.activations",
-    # Keras' PReLU with a faster training step (where keras_fr's MSConv networks use a PReLU)
+    "ChannelBias": "keras_fr.layers.normalization",
+    # Keras' PReLU with a faster training step (every PReLU of keras_fr's networks)
     "PReLU": "keras_fr.layers.activations",
     # what a layer tells the exporters (keras_fr.export)
     "ExportHooks": "keras_fr.layers.export_hooks",

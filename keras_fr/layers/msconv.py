@@ -30,6 +30,8 @@ from keras_fr.layers.export_hooks import GraphConv2D
 from keras_fr.layers.export_hooks import LeakyPReLU
 from keras_fr.layers.export_hooks import graph_conv2d
 from keras_fr.layers.normalization import BatchNormalization
+from keras_fr.layers.normalization import ChannelBias
+from keras_fr.layers.normalization import fold_batch_norm
 
 #: PyTorch BatchNorm defaults (eps 1e-5, momentum 0.1 == Keras momentum 0.9).
 BN_EPSILON = 1e-5
@@ -271,6 +273,9 @@ class MSConv(ExportHooks, keras.layers.Layer):
     #: in inference, the second in training.
     _split_pack_channels = SPLIT_PACK_CHANNELS
     _split_pack_channels_training = SPLIT_PACK_CHANNELS_TRAINING
+    #: The inference variant's structure (``inference_variant``): each batch norm a
+    #: :class:`ChannelBias` (its scale in the convolution's kernel), each PReLU a ``LeakyPReLU``.
+    _folded = False
 
     def __init__(
         self,
@@ -333,10 +338,13 @@ class MSConv(ExportHooks, keras.layers.Layer):
             dtype=policy,
             name=f"{prefix}_0",
         )
-        bn = BatchNormalization(
-            epsilon=BN_EPSILON, momentum=BN_MOMENTUM, dtype=policy, name=f"{prefix}_1"
-        )
-        prelu = PReLU(
+        if self._folded:
+            bn = ChannelBias(dtype=policy, name=f"{prefix}_1")
+        else:
+            bn = BatchNormalization(
+                epsilon=BN_EPSILON, momentum=BN_MOMENTUM, dtype=policy, name=f"{prefix}_1"
+            )
+        prelu = (LeakyPReLU if self._folded else PReLU)(
             alpha_initializer=keras.initializers.Constant(PRELU_INIT),
             shared_axes=[1, 2, 3],
             dtype=policy,
@@ -509,7 +517,38 @@ class MSConv(ExportHooks, keras.layers.Layer):
         config["grouped_conv"] = target.grouped_conv
         variant = _MSConvForExport.from_config(config)
         variant.leaky_prelu = target.quantize == "int8"  # read when the copy is built
+        variant._folded = self._folded  # an inference variant's file has its structure
         return variant
+
+    def _prefixes(self):
+        return [f"convs_{i}" for i in range(len(self._plans))] + ["fc", "fcs_0", "fcs_1", "fc_d"]
+
+    def inference_variant(self):
+        """Inference-copy hook (:func:`keras_fr.applications.inference_model`): an unbuilt layer with
+        this one's configuration and name that computes the same in inference with less work, or
+        None when this layer is not built.
+
+        Every batch norm's inference moves into the convolution before it (grouped 3x3 or 1x1, none
+        with a bias): its scale into the kernel's output channels, the rest into a
+        :class:`ChannelBias`; every single-slope PReLU becomes a ``LeakyPReLU`` (on TensorFlow one
+        leaky ReLU with the slope read when traced, which TensorFlow's oneDNN fuses into the
+        convolution). Equal to this layer in inference up to float rounding; a snapshot of the
+        weights (:meth:`fill_inference_variant` copies them), not for training. MSConvResNet50 at
+        batch 32 (docs/benchmarks.md, "The inference copy").
+        """
+        if not self.built:
+            return None
+        return _MSConvForInference.from_config(self.get_config())
+
+    def fill_inference_variant(self, variant):
+        """Give ``variant`` (from :meth:`inference_variant`, built) this layer's weights, folded."""
+        for prefix in self._prefixes():
+            conv, bn, prelu = self._block(prefix)
+            new_conv, new_bias, new_prelu = variant._block(prefix)
+            kernel, bias = fold_batch_norm(conv.kernel, None, bn)
+            new_conv.kernel.assign(ops.cast(kernel, new_conv.kernel.dtype))
+            new_bias.bias.assign(ops.cast(bias, new_bias.bias.dtype))
+            new_prelu.set_weights(prelu.get_weights())
 
     def get_config(self):
         config = super().get_config()
@@ -526,6 +565,18 @@ class MSConv(ExportHooks, keras.layers.Layer):
             }
         )
         return config
+
+
+@keras.saving.register_keras_serializable(package="keras_fr")
+class _MSConvForInference(MSConv):
+    """MSConv as ``MSConv.inference_variant`` gives it to inference copies: batch norms folded into
+    the convolutions (:class:`ChannelBias` for what remains of them), PReLUs as ``LeakyPReLU``.
+    Weights: each block's kernel, bias and slope. For inference only (it has no moving statistics)."""
+
+    _folded = True
+
+    def inference_variant(self):
+        return None  # already one
 
 
 class _MSConvForExport(MSConv):

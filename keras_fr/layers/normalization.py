@@ -86,3 +86,45 @@ class BatchNormalization(keras.layers.BatchNormalization):
         if len(inputs.shape) == 2:
             y = tf.reshape(y, tf.shape(inputs))
         return tf.cast(y, self.compute_dtype)
+
+
+def fold_batch_norm(kernel, bias, norm, depthwise=False):
+    """``(kernel, bias)`` of a layer followed by the batch normalization ``norm``, with ``norm``'s
+    inference folded in, computed in float64 (NumPy arrays).
+
+    In inference ``norm`` is ``(y - mean) * s + beta`` per channel with ``s = gamma / sqrt(variance +
+    epsilon)``: the kernel's output channels (the last axis; a depthwise kernel's last two) are
+    multiplied by ``s`` and the bias becomes ``(bias - mean) * s + beta``. A grouped convolution's
+    kernel ``(kh, kw, C_in / groups, C_out)`` folds the same way. ``bias`` may be None (no bias).
+    """
+    import numpy as np
+
+    kernel = np.asarray(kernel, np.float64)
+    channels = kernel.shape[-2] * kernel.shape[-1] if depthwise else kernel.shape[-1]
+    bias = np.zeros(channels) if bias is None else np.asarray(bias, np.float64)
+    mean = np.asarray(norm.moving_mean, np.float64)
+    variance = np.asarray(norm.moving_variance, np.float64)
+    gamma = np.asarray(norm.gamma, np.float64) if norm.scale else np.ones(channels)
+    beta = np.asarray(norm.beta, np.float64) if norm.center else np.zeros(channels)
+    scale = gamma / np.sqrt(variance + norm.epsilon)
+    folded = kernel * (scale.reshape(kernel.shape[-2:]) if depthwise else scale)
+    return folded, (bias - mean) * scale + beta
+
+
+@keras.saving.register_keras_serializable(package="keras_fr")
+class ChannelBias(keras.layers.Layer):
+    """Adds one learned value per channel (the last axis): what a batch normalization becomes in an
+    inference copy once its scale has moved into the convolution before it, inside layers whose
+    convolutions have no bias of their own (:meth:`keras_fr.layers.MSConv.inference_variant`).
+
+    Called like a batch normalization (``training`` is accepted and ignored).
+    """
+
+    def build(self, input_shape):
+        self.bias = self.add_weight(shape=(input_shape[-1],), initializer="zeros", name="bias")
+
+    def call(self, inputs, training=None):
+        return inputs + keras.ops.cast(self.bias, inputs.dtype)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape

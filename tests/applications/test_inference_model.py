@@ -9,7 +9,9 @@ import keras
 
 from keras_fr.applications import get_model, inference_model
 from keras_fr.applications.inference import inference_copy
-from keras_fr.layers import MaximumPReLU
+from keras_fr.layers import MaximumPReLU, MSConv
+from keras_fr.layers.export_hooks import LeakyPReLU
+from keras_fr.layers.msconv import _MSConvForInference
 from keras_fr.layers.activations import is_plain_prelu
 from keras_fr.layers.normalization import BatchNormalization
 
@@ -37,7 +39,9 @@ def norms_in(model):
 
 
 def assert_same_outputs(a, b, x, rtol=1e-5):
-    ya, yb = np.asarray(a(x, training=False), np.float64), np.asarray(b(x, training=False), np.float64)
+    """Traced (``predict``), as the library runs copies: a LeakyPReLU reads its slope only when traced."""
+    ya = np.asarray(a.predict(x, verbose=0), np.float64)
+    yb = np.asarray(b.predict(x, verbose=0), np.float64)
     assert ya.shape == yb.shape
     np.testing.assert_allclose(yb, ya, rtol=rtol, atol=rtol * np.abs(ya).max())
 
@@ -136,22 +140,29 @@ def test_not_functional_is_a_type_error():
     assert inference_copy(sub) is sub
 
 
-@pytest.mark.parametrize("name, kept", [("iresnet18", 9), ("msconv_resnet26", 0), ("lgaf_resnet50", 25)])
-def test_applications(name, kept):
+@pytest.mark.parametrize("name, kept, leaky", [("iresnet18", 9, 0), ("msconv_resnet26", 0, 9),
+                                               ("lgaf_resnet50", 25, 0)])
+def test_applications(name, kept, leaky):
     """IResNet: every convolution and the embedding's Dense take their batch norm; what stays is the
     pre-activation bn1 of each block (after an Add, or the input) and bn2 after the last Add. Every
-    top-level PReLU becomes a MaximumPReLU."""
+    top-level PReLU becomes a MaximumPReLU, except MSConvResNet's single-slope ones after a folded
+    batch norm (the stem's and each unit's first), which become LeakyPReLUs; its MSConv layers
+    become their inference variants."""
     model = randomize_norms(get_model(name, weights=None))
     folded = inference_model(model)
     assert len(norms_in(folded)) == kept
     prelus = [layer for layer in model.layers if isinstance(layer, keras.layers.PReLU)]
-    assert prelus and all(type(folded.get_layer(p.name)) is MaximumPReLU for p in prelus)
+    kinds = [type(folded.get_layer(p.name)) for p in prelus]
+    assert prelus and set(kinds) <= {MaximumPReLU, LeakyPReLU} and kinds.count(LeakyPReLU) == leaky
+    msconvs = [layer for layer in model.layers if isinstance(layer, MSConv)]
+    assert all(type(folded.get_layer(m.name)) is _MSConvForInference for m in msconvs)
+    assert (len(msconvs) > 0) == name.startswith("msconv")
     for layer in folded.layers:
         if isinstance(layer, keras.layers.BatchNormalization):
             producer = layer._inbound_nodes[0].input_tensors[0]._keras_history.operation
             assert type(producer) not in (keras.layers.Conv2D, keras.layers.Dense), layer.name
     x = images((2, 112, 112, 3))
-    a, b = np.asarray(model(x, training=False)), np.asarray(folded(x, training=False))
+    a, b = model.predict(x, verbose=0), folded.predict(x, verbose=0)  # traced, as the library runs it
     cosine = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
     assert cosine.min() > 0.99999
     np.testing.assert_allclose(b, a, atol=2e-4 * np.abs(a).max())
@@ -237,3 +248,80 @@ def test_inference_copy_saves_and_loads(tmp_path):
     assert type(reloaded.get_layer("prelu")) is MaximumPReLU
     x = images()
     np.testing.assert_array_equal(np.asarray(reloaded(x, training=False)), np.asarray(copy(x, training=False)))
+
+
+def test_single_slope_prelu_is_leaky_after_a_folded_norm_only():
+    """After a folded batch norm a single-slope PReLU becomes one leaky ReLU (fused into the
+    convolution); after a residual Add it stays a MaximumPReLU: TensorFlow 2.21's oneDNN fusion of
+    Conv2D + BiasAdd + Add + LeakyRelu ignores the slope (computes 0.2), which the traced comparison
+    below catches for these slopes."""
+    inp = keras.Input((8, 8, 4))
+    a = keras.layers.Conv2D(4, 3, padding="same", use_bias=False, name="conv_a")(inp)
+    a = BatchNormalization(name="bn_a")(a)
+    a = keras.layers.PReLU(shared_axes=[1, 2, 3], name="after_bn")(a)
+    b = keras.layers.Conv2D(4, 1, use_bias=False, name="conv_b")(a)
+    b = BatchNormalization(name="bn_b")(b)
+    s = keras.layers.Add(name="add")([b, a])
+    s = keras.layers.PReLU(shared_axes=[1, 2, 3], name="after_add")(s)
+    per_channel = keras.layers.Conv2D(4, 1, use_bias=False, name="conv_c")(s)
+    per_channel = BatchNormalization(name="bn_c")(per_channel)
+    per_channel = keras.layers.PReLU(shared_axes=[1, 2], name="per_channel")(per_channel)
+    model = randomize_norms(keras.Model(inp, per_channel))
+    model.get_layer("after_bn").alpha.assign(np.full((1, 1, 1), -0.3, "float32"))
+    model.get_layer("after_add").alpha.assign(np.full((1, 1, 1), 0.6, "float32"))
+    copy = inference_model(model)
+    assert type(copy.get_layer("after_bn")) is LeakyPReLU
+    assert type(copy.get_layer("after_add")) is MaximumPReLU
+    assert type(copy.get_layer("per_channel")) is MaximumPReLU  # a leaky ReLU has one slope
+    assert sorted(norms_in(copy)) == []
+    assert_same_outputs(model, copy, images((3, 8, 8, 4)))
+
+
+def _msconv_toy(grouped_conv="auto", strides=2):
+    inp = keras.Input((9, 9, 3))  # an image, so the exporters take it
+    x = keras.layers.Conv2D(64, 1, name="widen")(inp)
+    x = MSConv(strides=strides, grouped_conv=grouped_conv, name="msconv")(x)
+    model = randomize_norms(keras.Model(inp, x))
+    layer = model.get_layer("msconv")
+    for prefix, slope in zip(layer._prefixes(), (-0.4, 0.25, 1.6, 0.1, -0.05, 0.7)):
+        layer._block(prefix)[2].alpha.assign(np.full((1, 1, 1), slope, "float32"))
+    return model
+
+
+@pytest.mark.parametrize("grouped_conv", ["split", "onednn", "native"])
+@pytest.mark.parametrize("strides", [1, 2])
+def test_msconv_inference_variant_is_msconv_in_inference(grouped_conv, strides):
+    from keras_fr.layers.msconv import onednn_grouped_conv_available
+    from keras_fr.layers.normalization import ChannelBias
+
+    if grouped_conv == "onednn" and (keras.backend.backend() != "tensorflow"
+                                     or not onednn_grouped_conv_available()):
+        pytest.skip("TensorFlow's oneDNN grouped convolution is not available here")
+    model = _msconv_toy(grouped_conv, strides)
+    assert MSConv(name="unbuilt").inference_variant() is None
+    copy = inference_model(model)
+    variant = copy.get_layer("msconv")
+    assert type(variant) is _MSConvForInference and variant.grouped_conv == grouped_conv
+    inner = list(variant._flatten_layers(include_self=False))
+    assert not any(isinstance(layer, keras.layers.BatchNormalization) for layer in inner)
+    assert sum(isinstance(layer, ChannelBias) for layer in inner) == 6
+    assert sum(type(layer) is LeakyPReLU for layer in inner) == 6
+    assert variant.inference_variant() is None and inference_model(copy) is copy  # nothing left to do
+    assert_same_outputs(model, copy, images((3, 9, 9, 3)))
+
+
+def test_msconv_inference_copy_saves_loads_and_exports(tmp_path):
+    pytest.importorskip("ai_edge_litert")
+    from keras_fr.export import to_tflite
+
+    model = _msconv_toy()
+    copy = inference_model(model)
+    path = tmp_path / "copy.keras"
+    copy.save(path)
+    reloaded = keras.models.load_model(path, safe_mode=True)
+    assert type(reloaded.get_layer("msconv")) is _MSConvForInference
+    x = images((3, 9, 9, 3))
+    np.testing.assert_array_equal(reloaded.predict(x, verbose=0), copy.predict(x, verbose=0))
+    # The exporters rebuild the variant with the same weights (and check the file against it).
+    to_tflite(copy, tmp_path / "copy.tflite", verification_data=x)
+    assert (tmp_path / "copy.tflite").stat().st_size > 0
