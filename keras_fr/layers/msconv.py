@@ -276,6 +276,9 @@ class MSConv(ExportHooks, keras.layers.Layer):
     #: The inference variant's structure (``inference_variant``): each batch norm a
     #: :class:`ChannelBias` (its scale in the convolution's kernel), each PReLU a ``LeakyPReLU``.
     _folded = False
+    #: In training too, run a branch with both a stride and a dilation above 1 as one oneDNN
+    #: convolution (False: only in inference; see ``_branch``).
+    _direct_strided_dilation_in_training = False
 
     def __init__(
         self,
@@ -460,10 +463,13 @@ class MSConv(ExportHooks, keras.layers.Layer):
         conv, bn, prelu = self._block(f"convs_{index}")
         pad = dilation * (KERNEL_SIZE - 1) // 2  # PyTorch: padding = dilation for a 3x3 kernel
         x = ops.pad(x, [[0, 0], [pad, pad], [pad, pad], [0, 0]])
-        if (pre_step > 1 or post_step > 1) and self._onednn_strided_dilation(x.dtype):
+        if (pre_step > 1 or post_step > 1) and (self._direct_strided_dilation_in_training or not training) \
+                and self._onednn_strided_dilation(x.dtype):
             # oneDNN runs the strided dilated convolution itself: no slicing of the padded input (or
-            # of a stride-1 output), exact; MSConvResNet50's three such branches at batch 32 ran
-            # about 4x faster on a 2-core AMX Xeon.
+            # of a stride-1 output), exact. In inference only: at batch 32 on a 2-core AMX Xeon the
+            # stage-2 branch's forward pass took 10.8 ms against 43.9 sliced, but oneDNN's input
+            # gradient for it is slow (the forward and input gradient 84 ms against 14 sliced in
+            # bfloat16), so training keeps the slice (docs/benchmarks.md).
             y = self._onednn_conv(x, conv, strides=self.strides, dilation=dilation)
             return prelu(bn(y, training=training))
         if pre_step > 1:

@@ -331,8 +331,13 @@ def test_onednn_grouped_conv_equals_split_forward_and_gradients(strides, dilatio
     graph = tf.function(lambda v: onednn(v, training=False)).get_concrete_function(tf.TensorSpec(x.shape)).graph
     assert sum(op.type == "Conv2D" for op in graph.get_operations()) == 2 + 4
     if strides > 1 and max(dilations) > 1 and onednn_grouped_conv_available("float32", strided_dilation=True):
-        # oneDNN takes the stride and the dilation together: nothing sliced before or after.
+        # In inference oneDNN takes the stride and the dilation together: nothing sliced before or
+        # after, and the same outputs; training keeps the slice (oneDNN's input gradient is slow).
         assert not any(op.type == "StridedSlice" for op in graph.get_operations())
+        np.testing.assert_allclose(np.asarray(onednn(x, training=False)), np.asarray(split(x, training=False)),
+                                   rtol=0, atol=1e-5 * float(np.max(np.abs(np.asarray(split(x, training=False))))))
+        trained = tf.function(lambda v: onednn(v, training=True)).get_concrete_function(tf.TensorSpec(x.shape)).graph
+        assert any(op.type == "StridedSlice" for op in trained.get_operations())
 
 
 def test_onednn_grouped_conv_in_mixed_bfloat16():
