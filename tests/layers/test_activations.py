@@ -66,6 +66,40 @@ def test_training_gradients_are_pytorchs(shared_axes):
     np.testing.assert_allclose(grads["ours"][1], grads["keras"][1], rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("shared_axes", [None, [1, 2], [1, 2, 3]])
+@pytest.mark.parametrize("policy", ["float32", "mixed_bfloat16"])
+def test_written_gradient_is_the_where_s_gradient_in_fewer_operations(shared_axes, policy):
+    """TensorFlow: the hand-written gradient against automatic differentiation of the same ``where``
+    (``PReLU.custom_gradient = False``): the same numbers, and fewer selects in the backward graph."""
+    import tensorflow as tf
+
+    _, ours = _pair(shared_axes)
+    layer = PReLU.from_config(dict(ours.get_config(), dtype=policy))
+    layer.build((None, 5, 5, 6))
+    layer.set_weights(ours.get_weights())
+    x = tf.constant(_inputs())
+    upstream = tf.constant(RNG.normal(size=x.shape).astype("float32"))
+
+    def gradients(v):
+        with tf.GradientTape() as tape:
+            tape.watch(v)
+            loss = tf.reduce_sum(tf.cast(layer(v, training=True), tf.float32) * upstream)
+        return tape.gradient(loss, [v, layer.alpha])
+
+    results, selects = [], []
+    try:
+        for written in (True, False):
+            PReLU.custom_gradient = written
+            results.append([np.asarray(g, np.float64) for g in gradients(x)])
+            graph = tf.function(gradients).get_concrete_function(tf.TensorSpec(x.shape)).graph
+            selects.append(sum(op.type == "SelectV2" for op in graph.get_operations()))
+    finally:
+        PReLU.custom_gradient = True
+    for a, b in zip(*results):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6 * max(1.0, float(np.abs(b).max())))
+    assert selects[0] < selects[1]
+
+
 def test_training_traces_one_select_and_inference_keeps_keras_graph():
     import tensorflow as tf
 
