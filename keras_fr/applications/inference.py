@@ -96,26 +96,30 @@ def _plain_call(node):
                for key, value in node.arguments.kwargs.items())
 
 
-def _pairs(model):
-    """``{id(producer): norm}`` for each (producer, batch normalization) pair of ``model``'s own graph
-    that can be folded: each layer called once in the model, and the producer's output read by the
-    normalization only (not by another layer, nor a model output)."""
-    nodes = [node for depth in model._nodes_by_depth.values() for node in depth]
+def _graph(model):
+    """``(nodes, calls, readers)`` of ``model``'s own graph: its layer nodes with one input tensor, as
+    ``(node, layer, tensor)``; how many times each layer is called (``id(layer)``); how many nodes or
+    model outputs read each tensor (``id(tensor)``)."""
+    nodes = [node for depth in model._nodes_by_depth.values() for node in depth
+             if node.operation is not None and not node.is_input]
     calls, readers = {}, {}
     for node in nodes:
-        if node.operation is None or node.is_input:
-            continue
         calls[id(node.operation)] = calls.get(id(node.operation), 0) + 1
         for tensor in node.input_tensors:
             readers[id(tensor)] = readers.get(id(tensor), 0) + 1
     for tensor in model.outputs:
         readers[id(tensor)] = readers.get(id(tensor), 0) + 1
+    single = [(node, node.operation, node.input_tensors[0]) for node in nodes if len(node.input_tensors) == 1]
+    return single, calls, readers
+
+
+def _pairs(graph):
+    """``{id(producer): norm}`` for each (producer, batch normalization) pair of a model's own graph
+    (``_graph(model)``) that can be folded: each layer called once in the model, and the producer's
+    output read by the normalization only (not by another layer, nor a model output)."""
+    nodes, calls, readers = graph
     pairs = {}
-    for node in nodes:
-        norm = node.operation
-        if norm is None or node.is_input or len(node.input_tensors) != 1:
-            continue
-        (tensor,) = node.input_tensors
+    for node, norm, tensor in nodes:
         producer = tensor._keras_history.operation
         if (
             _foldable_norm(norm, len(tensor.shape))
@@ -129,8 +133,8 @@ def _pairs(model):
     return pairs
 
 
-def _leaky_prelus(model, folded_norms):
-    """ids of the single-slope PReLUs of ``model``'s own graph that read a folded batch norm's output
+def _leaky_prelus(graph, folded_norms):
+    """ids of the single-slope PReLUs of a model's own graph (``_graph(model)``) that read a folded batch norm's output
     (and are called once): they become :class:`~keras_fr.layers.export_hooks.LeakyPReLU`, which on
     TensorFlow traces to one leaky ReLU with a constant slope that oneDNN fuses into the convolution
     before it (``Conv2D + BiasAdd + LeakyRelu``, one pass).
@@ -140,19 +144,14 @@ def _leaky_prelus(model, folded_norms):
     one (found with MSConvResNet26, checked on TensorFlow ops alone); such PReLUs stay
     :class:`MaximumPReLU`, whose slope is a variable and is not fused.
     """
-    nodes = [node for depth in model._nodes_by_depth.values() for node in depth]
-    calls = {}
-    for node in nodes:
-        if node.operation is not None and not node.is_input:
-            calls[id(node.operation)] = calls.get(id(node.operation), 0) + 1
+    nodes, calls, _ = graph
     leaky = set()
-    for node in nodes:
-        layer = node.operation
-        if layer is None or node.is_input or len(node.input_tensors) != 1 or calls.get(id(layer)) != 1:
+    for node, layer, tensor in nodes:
+        if calls.get(id(layer)) != 1 or not _plain_call(node):
             continue
-        if _prelu_form(layer) is None or int(np.prod(layer.alpha.shape)) != 1 or not _plain_call(node):
+        if _prelu_form(layer) is None or int(np.prod(layer.alpha.shape)) != 1:
             continue
-        if id(node.input_tensors[0]._keras_history.operation) in folded_norms:
+        if id(tensor._keras_history.operation) in folded_norms:
             leaky.add(id(layer))
     return leaky
 
@@ -219,7 +218,8 @@ def _rewrite(model):
             "`model` must be a Functional Keras model (built from inputs and outputs, as every keras_fr "
             f"application is) to make its inference copy; got {type(model).__name__}."
         )
-    pairs = _pairs(model)
+    graph = _graph(model)
+    pairs = _pairs(graph)
     prelus = {id(layer): form for layer in model.layers if (form := _prelu_form(layer))}
     variants = {id(layer): variant for layer in model.layers if (variant := _own_variant(layer)) is not None}
     nested = {}
@@ -231,7 +231,7 @@ def _rewrite(model):
     if not pairs and not prelus and not nested and not variants:
         return model
     folded_norms = {id(norm) for norm in pairs.values()}
-    leaky = _leaky_prelus(model, folded_norms)
+    leaky = _leaky_prelus(graph, folded_norms)
     originals = {}  # id(clone) -> original layer
 
     def clone(layer):

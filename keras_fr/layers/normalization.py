@@ -5,6 +5,7 @@ with the same arguments, weights and configuration, which trains faster on Tenso
 """
 
 import keras
+import numpy as np
 
 #: Input dtypes the fused kernel takes (bfloat16 and float16 are accumulated in float32 by it).
 _FUSED_DTYPES = ("float32", "bfloat16", "float16")
@@ -97,8 +98,6 @@ def fold_batch_norm(kernel, bias, norm, depthwise=False):
     multiplied by ``s`` and the bias becomes ``(bias - mean) * s + beta``. A grouped convolution's
     kernel ``(kh, kw, C_in / groups, C_out)`` folds the same way. ``bias`` may be None (no bias).
     """
-    import numpy as np
-
     kernel = np.asarray(kernel, np.float64)
     channels = kernel.shape[-2] * kernel.shape[-1] if depthwise else kernel.shape[-1]
     bias = np.zeros(channels) if bias is None else np.asarray(bias, np.float64)
