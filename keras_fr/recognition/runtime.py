@@ -149,8 +149,8 @@ class _KerasRunner:
     images/s against 4.6 for the graph (benchmarks/compare_reference.py, docs/benchmarks.md).
 
     What runs is the model's inference copy (:func:`keras_fr.applications.inference_model`: batch
-    norms folded into the convolutions, PReLUs as a maximum), made on the first call: like a runtime
-    file, it is a snapshot of the weights at that moment."""
+    norms folded into the convolutions, PReLUs as a maximum or a leaky ReLU, MSConv's own variant),
+    made on the first call: like a runtime file, it is a snapshot of the weights at that moment."""
 
     def __init__(self, model):
         self.model = model
