@@ -82,7 +82,8 @@ def prefer_system_allocator():
 
     It takes effect only if called before TensorFlow runs its first operation (importing TensorFlow
     is fine); a value the user already set is kept. ``keras-fr`` calls it for every sub-command but
-    ``train``, where the pool's reuse of same-sized buffers is what it is for.
+    ``train`` and ``eval``, where the pool's reuse of same-sized buffers is what it is for
+    (``keras_fr.cli.configure_process``).
 
     Returns:
         True if this call set the variable, False if it was already set.

@@ -12,6 +12,7 @@ import sys
 
 from keras_fr import __version__
 from keras_fr import _memory
+from keras_fr import _onednn
 from keras_fr import _quiet
 from keras_fr.cli._common import CLIError
 
@@ -61,6 +62,23 @@ def build_parser():
     return parser
 
 
+#: Sub-commands that keep TensorFlow's own tensor pool (the others ask for the system allocator): training
+#: and the batch evaluation, whose same-sized batches the pool reuses. MSConvResNet50's and IResNet100's
+#: inference copies at batch 32 ran 5-10% faster with the pool and peaked lower (docs/benchmarks.md).
+POOL_COMMANDS = ("train", "eval")
+
+
+def configure_process(command):
+    """The process settings of ``keras-fr COMMAND``, made before TensorFlow runs its first operation:
+    the system allocator for every sub-command but :data:`POOL_COMMANDS` (freed tensors go back to the
+    system, see ``keras_fr._memory``) and, for the sub-commands that only embed, oneDNN's kept kernels
+    (``keras_fr._onednn``). Values the user set are kept. ``benchmarks/compare_reference.py`` times the
+    batch path under the same settings."""
+    if command not in POOL_COMMANDS:
+        _memory.prefer_system_allocator()
+    _onednn.assume_frozen_weights(command)
+
+
 def main(argv=None):
     """Run the `keras-fr` command.
 
@@ -88,8 +106,7 @@ def main(argv=None):
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
-    if args.command != "train":
-        _memory.prefer_system_allocator()  # freed tensors go back to the system (see _memory)
+    configure_process(args.command)
     if not verbose:
 
         _quiet.quiet_runtime()

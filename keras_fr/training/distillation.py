@@ -45,6 +45,7 @@ import numbers
 import keras
 from keras import ops
 
+from keras_fr import _onednn
 from keras_fr.layers.margin import MarginHead
 from keras_fr.training.losses import ArcFaceLoss
 
@@ -255,6 +256,10 @@ class DistillationModel(keras.Model):
         if self.margin_head is not None and not self.margin_head.built:
             self.margin_head.build(emb_shape)
         self.built = True
+
+    def compile(self, *args, **kwargs):
+        _onednn.check_training_allowed(type(self).__name__)
+        super().compile(*args, **kwargs)
 
     def _maybe_flip(self, x):
         mask = keras.random.uniform((ops.shape(x)[0], 1, 1, 1), seed=self._flip_seed) < 0.5

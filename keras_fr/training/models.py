@@ -22,6 +22,7 @@ import os
 import keras
 import numpy as np
 
+from keras_fr import _onednn
 from keras_fr.layers.margin import MarginHead
 from keras_fr.layers.partial_fc import PartialFC, _tf_variable
 from keras_fr.training.distillation import (  # noqa: F401  (DistillationModel: a re-export)
@@ -52,6 +53,10 @@ class _BackboneModel(keras.Model):
             )
         self.backbone = backbone
         self.augmentation = augmentation
+
+    def compile(self, *args, **kwargs):
+        _onednn.check_training_allowed(type(self).__name__)
+        super().compile(*args, **kwargs)
 
     def _attach_head(self, head):
         """Keep ``head`` (under ``_head_attribute``) and its ``num_classes``, and build the model now

@@ -440,10 +440,12 @@ def test_demo_export_and_evaluate_stages_call_the_libraries(monkeypatch, tmp_pat
     assert "accuracy 0.7500 +- 0.0500" in rows[("evaluate", "MSConvResNet26 on LFW subset")]
 
 
-@pytest.mark.parametrize("command, expected", [(["info"], "1"), (["train", "no-such-config.py"], None)])
-def test_system_allocator_for_every_command_but_train(command, expected, monkeypatch):
+@pytest.mark.parametrize("command, expected", [(["info"], "1"), (["train", "no-such-config.py"], None),
+                                               (["eval", "--model", "no-such-model"], None),
+                                               (["verify", "no-such-a.jpg", "no-such-b.jpg"], "1")])
+def test_system_allocator_for_every_command_but_train_and_eval(command, expected, monkeypatch):
     # keras_fr._memory.prefer_system_allocator: inference and conversion give freed memory back;
-    # training keeps TensorFlow's pool.
+    # training and the batch evaluation keep TensorFlow's pool (faster, and a lower peak there).
     monkeypatch.delenv("TF_ONEDNN_USE_SYSTEM_ALLOCATOR", raising=False)
     cli.main(command)
     assert os.environ.get("TF_ONEDNN_USE_SYSTEM_ALLOCATOR") == expected
