@@ -97,3 +97,57 @@ def result_header(benchmark, argv=None):
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "machine": machine_info(),
     }
+
+
+def peak_rss_mb():
+    """Peak resident memory of this process since it started its program, in MiB.
+
+    Linux's ``VmHWM`` (``/proc/self/status``) starts afresh at ``exec``; ``ru_maxrss`` does not (a
+    child started by a large parent would report the parent's peak), so it is only the fallback.
+    """
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0  # kB
+    except OSError:
+        pass
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
+
+
+def run_child(script, job, timeout, env=None):
+    """Run ``script --child JSON(job)`` in a fresh Python process (``env``: its environment, default
+    this one's) and return the dict it printed last as a JSON line, or ``{"failed": reason}``."""
+    import subprocess
+
+    cmd = [sys.executable, os.path.abspath(script), "--child", json.dumps(job)]
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+    except subprocess.TimeoutExpired:
+        return {"failed": f"timed out after {timeout} s"}
+    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+    if done.returncode != 0 or not lines:
+        tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        return {"failed": f"exit {done.returncode}: {tail[:200]}"}
+    return json.loads(lines[-1])
+
+
+def check_counts(parser, args, positive=(), non_negative=()):
+    """``parser.error`` for an option of ``positive`` below 1 or of ``non_negative`` below 0 (options
+    left at ``None`` are not checked); the names are ``args`` attributes."""
+    for keys, low in ((positive, 1), (non_negative, 0)):
+        for key in keys:
+            value = getattr(args, key)
+            if value is not None and value < low:
+                parser.error(f"--{key.replace('_', '-')} must be >= {low}; got {value}")
+
+
+def answer_child(args, child):
+    """In a process started by :func:`run_child` (``args.child`` set): run ``child(job)`` and print its
+    result as the last JSON line; True if it did, so the script's ``main`` returns."""
+    if not args.child:
+        return False
+    print(json.dumps(child(json.loads(args.child))), flush=True)
+    return True

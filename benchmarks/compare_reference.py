@@ -57,8 +57,6 @@ import copy
 import json
 import os
 import pathlib
-import resource
-import subprocess
 import sys
 import tempfile
 import time
@@ -100,20 +98,7 @@ def _best_time(fn, x, iters, warmup):
     return best
 
 
-def _maxrss_mb():
-    """Peak resident memory of this process since it started its program, in MiB.
-
-    Linux's ``VmHWM`` (``/proc/self/status``) starts afresh at ``exec``; ``ru_maxrss`` does not (a
-    child started by a large parent would report the parent's peak), so it is only the fallback.
-    """
-    try:
-        with open("/proc/self/status", encoding="ascii") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024.0  # kB
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
+_maxrss_mb = _bench.peak_rss_mb
 
 
 def _threads():
@@ -362,16 +347,7 @@ def _child(job):
 
 def run_child(job, timeout):
     """Run ``job`` in a fresh Python process; its result dict, or ``{"failed": reason}``."""
-    cmd = [sys.executable, os.path.abspath(__file__), "--child", json.dumps(job)]
-    try:
-        done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        return {"failed": f"timed out after {timeout} s"}
-    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
-    if done.returncode != 0 or not lines:
-        tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
-        return {"failed": f"exit {done.returncode}: {tail[:200]}"}
-    return json.loads(lines[-1])
+    return _bench.run_child(__file__, job, timeout)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -652,19 +628,14 @@ def parse_args(argv=None):
     args.threads = _threads()
     if args.curve_steps < 0:
         parser.error(f"--curve-steps must be >= 0; got {args.curve_steps}")
-    for key in ("iters", "steps", "num_classes", "child_timeout"):
-        value = getattr(args, key)
-        if value is not None and value < 1:
-            parser.error(f"--{key.replace('_', '-')} must be >= 1; got {value}")
-    if args.warmup < 0:
-        parser.error(f"--warmup must be >= 0; got {args.warmup}")
+    _bench.check_counts(parser, args, positive=("iters", "steps", "num_classes", "child_timeout"),
+                        non_negative=("warmup",))
     return args
 
 
 def main(argv=None):
     args = parse_args(argv)
-    if args.child:
-        print(json.dumps(_child(json.loads(args.child))), flush=True)
+    if _bench.answer_child(args, _child):
         return 0
     import keras
     import torch

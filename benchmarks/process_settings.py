@@ -21,17 +21,16 @@ Usage:
 """
 
 import argparse
-import json
 import os
-import subprocess
 import sys
 import time
 
 import _bench  # noqa: E402  (quiet logs, TensorFlow backend, project root on sys.path: before Keras)
 from _bench import HERE, write_json  # noqa: E402
 
-ALLOCATOR = "TF_ONEDNN_USE_SYSTEM_ALLOCATOR"
-FROZEN = "TF_ONEDNN_ASSUME_FROZEN_WEIGHTS"
+from keras_fr._memory import SYSTEM_ALLOCATOR_VARIABLE as ALLOCATOR  # noqa: E402
+from keras_fr._onednn import FROZEN_WEIGHTS_VARIABLE as FROZEN  # noqa: E402
+
 #: (label, allocator value, frozen-weights value); the labels say which keras-fr sub-commands run so.
 SETTINGS = (
     ("pool (Python default; keras-fr train)", "0", "0"),
@@ -41,19 +40,6 @@ SETTINGS = (
 )
 DEFAULT_CASES = ("msconv_resnet50:32", "iresnet100:32", "iresnet100:1")
 RESULTS = os.path.join(HERE, "results", "process_settings.json")
-
-
-def _peak_mb():
-    try:
-        with open("/proc/self/status", encoding="ascii") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def _child(job):
@@ -74,21 +60,11 @@ def _child(job):
         times.append(time.perf_counter() - start)
     times.sort()
     return {"best_img_s": job["batch"] / times[0], "median_img_s": job["batch"] / times[len(times) // 2],
-            "peak_mb": _peak_mb()}
+            "peak_mb": _bench.peak_rss_mb()}
 
 
 def _run_child(job, allocator, frozen, timeout):
-    env = dict(os.environ, **{ALLOCATOR: allocator, FROZEN: frozen})
-    cmd = [sys.executable, os.path.abspath(__file__), "--child", json.dumps(job)]
-    try:
-        done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        return {"failed": f"timed out after {timeout} s"}
-    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
-    if done.returncode != 0 or not lines:
-        tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
-        return {"failed": f"exit {done.returncode}: {tail[:200]}"}
-    return json.loads(lines[-1])
+    return _bench.run_child(__file__, job, timeout, env=dict(os.environ, **{ALLOCATOR: allocator, FROZEN: frozen}))
 
 
 def _case(text):
@@ -109,20 +85,13 @@ def parse_args(argv=None):
     parser.add_argument("--output", default=RESULTS, help="JSON results file")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    for key in ("rounds", "child_timeout"):
-        if getattr(args, key) < 1:
-            parser.error(f"--{key.replace('_', '-')} must be >= 1")
-    if args.iters is not None and args.iters < 1:
-        parser.error("--iters must be >= 1")
-    if args.warmup < 0:
-        parser.error("--warmup must be >= 0")
+    _bench.check_counts(parser, args, positive=("rounds", "child_timeout", "iters"), non_negative=("warmup",))
     return args
 
 
 def main(argv=None):
     args = parse_args(argv)
-    if args.child:
-        print(json.dumps(_child(json.loads(args.child))), flush=True)
+    if _bench.answer_child(args, _child):
         return 0
     started = time.perf_counter()
     print(_bench.cpu_line())
