@@ -16,7 +16,7 @@ and ``set_weights`` after a first call is not seen; nothing fails, the numbers a
 - :func:`assume_frozen_weights` sets it for the ``keras-fr`` sub-commands that only embed with
   weights loaded once (:data:`INFERENCE_COMMANDS`), never for ``train``, ``demo`` (which fine-tunes),
   ``convert`` or ``export``; a value the user set is kept.
-- :func:`check_training_allowed` is what keras_fr's training models call in ``compile``: a process
+- :func:`check_training_allowed` is what keras_fr's training models call in ``fit``: a process
   where the variable is on gets a clear error instead of a model that does not learn.
 
 A Python program of one's own can set the variable itself (before its first TensorFlow operation) if
@@ -56,7 +56,7 @@ def assume_frozen_weights(command):
 
 def check_training_allowed(what):
     """Raise ``RuntimeError`` when this process assumes frozen weights (``what`` names the model that
-    was about to be compiled for training)."""
+    was about to train)."""
     if frozen_weights_assumed():
         raise RuntimeError(
             f"{what} cannot train in this process: {FROZEN_WEIGHTS_VARIABLE}="

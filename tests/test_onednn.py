@@ -95,22 +95,26 @@ def _backbone():
 
 
 @pytest.mark.parametrize("make", ["face", "distillation"])
-def test_training_models_refuse_to_compile_with_frozen_weights(make, monkeypatch):
+def test_training_models_refuse_to_fit_with_frozen_weights(make, monkeypatch):
     def build():
         if make == "face":
-            return FaceTrainingModel(_backbone(), 5), ArcFaceLoss()
-        return DistillationModel(_backbone(), teacher_dim=8), None
+            model, loss = FaceTrainingModel(_backbone(), 5), ArcFaceLoss()
+        else:
+            model, loss = DistillationModel(_backbone(), teacher_dim=8), None
+        model.compile(optimizer="sgd", loss=loss)  # compiling is fine (and a loaded model keeps its state)
+        return model
 
+    x = np.random.default_rng(0).standard_normal((2, 16, 16, 3)).astype("float32")
+    y = np.array([0, 1]) if make == "face" else np.ones((2, 8), "float32")
     monkeypatch.setenv(VARIABLE, "1")
-    model, loss = build()
-    with pytest.raises(RuntimeError, match=f"{VARIABLE}='1' is set.*Unset it"):
-        model.compile(optimizer="sgd", loss=loss)
-    assert not model.compiled  # nothing half-compiled
+    model = build()
+    before = [np.array(w) for w in model.weights]
+    with pytest.raises(RuntimeError, match=f"cannot train in this process: {VARIABLE}='1' is set.*Unset it"):
+        model.fit(x, y, epochs=1, verbose=0)
+    assert all(np.array_equal(a, np.array(b)) for a, b in zip(before, model.weights))  # no step was taken
 
     monkeypatch.setenv(VARIABLE, "0")
-    model, loss = build()
-    model.compile(optimizer="sgd", loss=loss)
-    assert model.compiled
-    x = np.zeros((2, 16, 16, 3), "float32")
-    y = np.array([0, 1]) if make == "face" else np.zeros((2, 8), "float32")
+    model = build()
+    before = [np.array(w) for w in model.trainable_weights]
     model.fit(x, y, epochs=1, verbose=0)
+    assert any(not np.array_equal(a, np.array(b)) for a, b in zip(before, model.trainable_weights))

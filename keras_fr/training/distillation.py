@@ -257,9 +257,10 @@ class DistillationModel(keras.Model):
             self.margin_head.build(emb_shape)
         self.built = True
 
-    def compile(self, *args, **kwargs):
+    def fit(self, *args, **kwargs):
+        # Not in compile: Keras does not restore the compile state of a loaded model that overrides it.
         _onednn.check_training_allowed(type(self).__name__)
-        super().compile(*args, **kwargs)
+        return super().fit(*args, **kwargs)
 
     def _maybe_flip(self, x):
         mask = keras.random.uniform((ops.shape(x)[0], 1, 1, 1), seed=self._flip_seed) < 0.5

@@ -54,9 +54,10 @@ class _BackboneModel(keras.Model):
         self.backbone = backbone
         self.augmentation = augmentation
 
-    def compile(self, *args, **kwargs):
+    def fit(self, *args, **kwargs):
+        # Not in compile: Keras does not restore the compile state of a loaded model that overrides it.
         _onednn.check_training_allowed(type(self).__name__)
-        super().compile(*args, **kwargs)
+        return super().fit(*args, **kwargs)
 
     def _attach_head(self, head):
         """Keep ``head`` (under ``_head_attribute``) and its ``num_classes``, and build the model now
