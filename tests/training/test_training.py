@@ -92,6 +92,7 @@ def test_wrapper_and_backbone_serialize(tmp_path):
     model.save(path)
     again = keras.saving.load_model(path, safe_mode=True)
     assert isinstance(again, FaceTrainingModel)
+    assert again.compiled and isinstance(again.loss, ArcFaceLoss)  # its compile state came back too
     assert again.num_classes == 3
     assert isinstance(again.augmentation, keras.layers.RandomFlip)
     np.testing.assert_allclose(model.predict(x, verbose=0), again.predict(x, verbose=0), atol=1e-5)
