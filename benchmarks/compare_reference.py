@@ -268,15 +268,13 @@ def _child(job):
     from keras_fr.applications import get_model
 
     if job.get("cli_process"):
-        # What `keras-fr eval` sets before TensorFlow runs (keras_fr.cli.configure_process): oneDNN's kept
-        # kernels (keras_fr._onednn), TensorFlow's own allocator.
+        # An inference job in the process `keras-fr eval` sets up before TensorFlow runs
+        # (keras_fr.cli.configure_process: oneDNN's kept kernels, TensorFlow's own allocator), timing the
+        # library's batch path as that command runs it (extract_embeddings): the copy's predict_on_batch.
+        from keras_fr.applications.inference import inference_copy
         from keras_fr.cli import configure_process
 
         configure_process("eval")
-    if job["kind"] == "infer" and job.get("cli_process"):
-        # The library's batch path as those commands run it (extract_embeddings, enroll): the inference
-        # copy's predict_on_batch.
-        from keras_fr.applications.inference import inference_copy
 
         copy = inference_copy(get_model(job["model"], weights=job["weights"]))
         x = _inputs(job["batch"])

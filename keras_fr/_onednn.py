@@ -4,9 +4,10 @@ TensorFlow's oneDNN convolutions reorder their kernel into oneDNN's blocked layo
 unless the kernel is a graph constant; a Keras model's kernels are variables, so a traced
 ``predict`` pays that reorder for every batch. With ``TF_ONEDNN_ASSUME_FROZEN_WEIGHTS=1`` (read once
 per process, when TensorFlow first runs such an operation) each operation keeps the reordered kernel
-of its first call. Measured on a 2-core AMX Xeon (``benchmarks/compare_reference.py``,
-docs/benchmarks.md): MSConvResNet50's inference copy at batch 32 5-8% faster, IResNet100 at batch 1
-8.0 -> 10.7 images/s, for one more copy of the weights in memory.
+of its first call. Measured on a 2-core AMX Xeon, each setting in a fresh process
+(``benchmarks/process_settings.py``, medians, docs/benchmarks.md): MSConvResNet50's inference copy at
+batch 32 74.5 -> 79.0 images/s, IResNet100's at batch 1 8.0 -> 10.5, for one more copy of the weights
+in memory.
 
 The price is that the weights are then assumed never to change: an operation goes on using the
 kernel it first saw, so ``fit`` on a model that has run updates only its biases and normalizations,

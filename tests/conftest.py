@@ -9,7 +9,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 # Tests call `keras_fr.cli.main` in this process: an inference sub-command would otherwise turn on
 # oneDNN's kept kernels for the whole worker (read once), and every later training test would refuse
-# to compile or, worse, not learn (keras_fr._onednn). A value set here is kept by the command.
+# to fit or, worse, not learn (keras_fr._onednn). A value set here is kept by the command.
 os.environ.setdefault("TF_ONEDNN_ASSUME_FROZEN_WEIGHTS", "0")
 # FaceRecognizer caches verified runtime files under $KERAS_FR_CACHE (default ~/.cache/keras_fr): the
 # tests use a folder of their own, shared by the session (and its child processes) and removed after,

@@ -64,7 +64,8 @@ def build_parser():
 
 #: Sub-commands that keep TensorFlow's own tensor pool (the others ask for the system allocator): training
 #: and the batch evaluation, whose same-sized batches the pool reuses. MSConvResNet50's and IResNet100's
-#: inference copies at batch 32 ran 5-10% faster with the pool and peaked lower (docs/benchmarks.md).
+#: inference copies at batch 32 ran 1-5% faster with the pool and peaked lower
+#: (benchmarks/process_settings.py, docs/benchmarks.md).
 POOL_COMMANDS = ("train", "eval")
 
 
