@@ -71,7 +71,13 @@ def _case(text):
     model, _, batch = text.partition(":")
     if not model or not batch.isdigit() or int(batch) < 1:
         raise argparse.ArgumentTypeError(f"a case is MODEL:BATCH, e.g. msconv_resnet50:32; got {text!r}")
-    return model, int(batch)
+    from keras_fr.applications import canonical_name, get_builder
+
+    try:
+        get_builder(model)  # an unknown name fails here, before any child runs, with the known ones
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return canonical_name(model), int(batch)
 
 
 def parse_args(argv=None):
