@@ -11,6 +11,9 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 # oneDNN's kept kernels for the whole worker (read once), and every later training test would refuse
 # to fit or, worse, not learn (keras_fr._onednn). A value set here is kept by the command.
 os.environ.setdefault("TF_ONEDNN_ASSUME_FROZEN_WEIGHTS", "0")
+# Likewise `keras-fr eval` asks for one thread per operation (keras_fr._threads), which would make every
+# later test in the worker single-threaded; 0 is TensorFlow's own default, and the command keeps it.
+os.environ.setdefault("TF_NUM_INTRAOP_THREADS", "0")
 # FaceRecognizer caches verified runtime files under $KERAS_FR_CACHE (default ~/.cache/keras_fr): the
 # tests use a folder of their own, shared by the session (and its child processes) and removed after,
 # so a test run never writes into the user's home.

@@ -9,7 +9,7 @@ PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "keras_fr"
 
 #: Each room's level; a module may import its own room and lower levels only (docs/architecture.md).
 LEVELS = {
-    "_atomic": 0, "_quiet": 0, "_lazy": 0, "_memory": 0, "_onednn": 0, "preprocessing": 0, "__init__": 0,
+    "_atomic": 0, "_quiet": 0, "_lazy": 0, "_memory": 0, "_onednn": 0, "_threads": 0, "preprocessing": 0, "__init__": 0,
     "layers": 1,
     "applications": 2,
     "data": 3, "evaluation": 3, "conversion": 3, "torch_reference": 3, "export": 3, "detection": 3,

@@ -42,6 +42,7 @@ _EXTRAS = {
     "preprocess_input": "keras_fr.applications.common",
     "count_parameters": "keras_fr.applications.common",
     "inference_model": "keras_fr.applications.inference",
+    "predict_in_parts": "keras_fr.applications.inference",
 }
 
 

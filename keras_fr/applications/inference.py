@@ -28,6 +28,8 @@ files need neither rewrite (their converters fold the same batch norms, and both
 PReLU operator).
 """
 
+import weakref
+
 import numpy as np
 
 import keras
@@ -37,7 +39,7 @@ from keras_fr.layers.activations import MaximumPReLU, is_plain_prelu
 from keras_fr.layers.export_hooks import LeakyPReLU
 from keras_fr.layers.normalization import fold_batch_norm
 
-__all__ = ["inference_model"]
+__all__ = ["inference_model", "predict_in_parts"]
 
 
 def _prelu_form(layer):
@@ -204,6 +206,60 @@ def inference_copy(model):
     """:func:`inference_model` for a Functional model, ``model`` itself for anything else (a subclassed
     model, a callable): what the library's batch paths run."""
     return _rewrite(model) if _is_functional(model) else model
+
+
+#: model -> {parts: traced function}; weak, so a cached function never keeps its model alive.
+_PARTS_FUNCTIONS = weakref.WeakKeyDictionary()
+
+
+def predict_in_parts(model, x, parts=None):
+    """``model.predict_on_batch(x)``, with the batch cut into ``parts`` that run side by side.
+
+    The parts are consecutive slices of the batch (sizes differing by at most one), each run through
+    ``model`` in inference in one traced TensorFlow graph, and the outputs concatenated in order; the
+    values are ``predict_on_batch``'s up to float rounding (each image is computed alone either way).
+    TensorFlow runs independent operations of a graph at the same time on its inter-op threads, so in a
+    process that runs one thread per operation (``keras_fr._threads``, as ``keras-fr eval`` sets it)
+    each core takes one part. Anywhere else this is ``predict_on_batch``: ``parts`` of 1, a batch
+    smaller than ``parts``, a backend other than TensorFlow, an input that is not one array.
+
+    Args:
+        model: a Keras model with one input.
+        x: the batch, one array.
+        parts: how many parts; ``None``: ``keras_fr._threads.batch_parts()`` (the inter-op threads when
+            the process runs one thread per operation, else 1).
+
+    Returns:
+        What ``predict_on_batch`` returns: NumPy arrays, in the model's output structure.
+
+    Raises:
+        ValueError: when ``parts`` is not a positive integer.
+    """
+    if parts is None:
+        from keras_fr._threads import batch_parts
+
+        parts = batch_parts()
+    if isinstance(parts, bool) or not isinstance(parts, (int, np.integer)) or parts < 1:
+        raise ValueError(f"`parts` must be a positive integer; got {parts!r}.")
+    parts = int(parts)
+    if (parts == 1 or keras.backend.backend() != "tensorflow" or not isinstance(x, np.ndarray)
+            or x.ndim == 0 or len(x) < parts):
+        return model.predict_on_batch(x)
+    import tensorflow as tf
+
+    functions = _PARTS_FUNCTIONS.setdefault(model, {})
+    if parts not in functions:
+        ref = weakref.ref(model)
+
+        @tf.function(reduce_retracing=True)
+        def run(batch):
+            net = ref()
+            n = tf.shape(batch)[0]
+            outputs = [net(batch[(i * n) // parts:((i + 1) * n) // parts], training=False) for i in range(parts)]
+            return tf.nest.map_structure(lambda *pieces: tf.concat(pieces, axis=0), *outputs)
+
+        functions[parts] = run
+    return tf.nest.map_structure(lambda t: t.numpy(), functions[parts](x))
 
 
 def _is_functional(model):

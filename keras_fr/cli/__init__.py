@@ -14,6 +14,7 @@ from keras_fr import __version__
 from keras_fr import _memory
 from keras_fr import _onednn
 from keras_fr import _quiet
+from keras_fr import _threads
 from keras_fr.cli._common import CLIError
 
 # Order shown in --help.
@@ -73,11 +74,13 @@ def configure_process(command):
     """The process settings of ``keras-fr COMMAND``, made before TensorFlow runs its first operation:
     the system allocator for every sub-command but :data:`POOL_COMMANDS` (freed tensors go back to the
     system, see ``keras_fr._memory``) and, for the sub-commands that only embed, oneDNN's kept kernels
-    (``keras_fr._onednn``). Values the user set are kept. ``benchmarks/compare_reference.py`` times the
+    (``keras_fr._onednn``); for ``eval``, which embeds whole batches, one thread per operation and the
+    batches cut into parallel parts (``keras_fr._threads``). Values the user set are kept. ``benchmarks/compare_reference.py`` times the
     batch path under the same settings."""
     if command not in POOL_COMMANDS:
         _memory.prefer_system_allocator()
     _onednn.assume_frozen_weights(command)
+    _threads.parallel_batches(command)
 
 
 def main(argv=None):

@@ -60,7 +60,9 @@ def _model_image_size(model):
 
 def _embed_batch(model, x):
     if hasattr(model, "predict_on_batch"):
-        out = model.predict_on_batch(x)
+        from keras_fr.applications.inference import predict_in_parts
+
+        out = predict_in_parts(model, x)  # predict_on_batch, in parts where the process runs so
     else:
         out = model(x)
     if isinstance(out, dict):

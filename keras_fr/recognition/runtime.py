@@ -53,6 +53,7 @@ import numpy as np
 
 from keras_fr import _quiet
 from keras_fr._atomic import file_sha256, write_text  # noqa: F401  (file_sha256: public here too)
+from keras_fr._threads import available_cores
 
 #: The runtimes a recognizer accepts.
 RUNTIMES = ("auto", "keras", "tflite", "onnx")
@@ -114,12 +115,8 @@ def weights_sha256(model_name, weights):
         return None
 
 
-def available_threads():
-    """The cores this process may run on (its CPU affinity), at least 1."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):
-        return max(1, os.cpu_count() or 1)
+#: The cores this process may run on (its CPU affinity), at least 1.
+available_threads = available_cores
 
 
 def _why_unavailable(kind):
@@ -161,7 +158,9 @@ class _KerasRunner:
             from keras_fr.applications.inference import inference_copy
 
             self._inference = inference_copy(self.model)
-        return np.asarray(self._inference.predict_on_batch(np.asarray(x, np.float32)), np.float32)
+        from keras_fr.applications.inference import predict_in_parts
+
+        return np.asarray(predict_in_parts(self._inference, np.asarray(x, np.float32)), np.float32)
 
 
 class _TFLiteRunner:
