@@ -10,13 +10,16 @@ the two outputs are checked to agree. Then, with the same weights:
   the fastest of the verified, cached TFLite and ONNX Runtime files, or Keras when Keras was timed
   faster, built here into ``--cache-dir``; the timing it chose by is printed), and (b) plain Keras (the better
   of the eager call and a ``tf.function(jit_compile=True)`` call);
-- **batch 32**: PyTorch eager against Keras (the best of eager, ``tf.function`` and XLA, each on the
-  model and on its inference copy, ``keras_fr.applications.inference_model``, which the library's
-  batch paths run; ``--no-inference-copy`` leaves the copy out);
-- **batch 32, keras-fr eval** (no goal, for the record; ``--skip-cli-row`` leaves it out): the
-  inference copy's ``predict_on_batch`` (what ``extract_embeddings`` runs) in a process set up as
-  ``keras-fr eval`` sets its own (``keras_fr.cli.configure_process``: oneDNN keeps the reordered
-  kernels of its first call, ``keras_fr._onednn``), against the same PyTorch measurement;
+- **batch 32** (no goal, for the record): PyTorch eager against Keras in a Python process with
+  TensorFlow's defaults (the best of eager, ``tf.function`` and XLA, each on the model and on its
+  inference copy, ``keras_fr.applications.inference_model``, which the library's batch paths run;
+  ``--no-inference-copy`` leaves the copy out);
+- **batch 32, keras-fr eval** (the batch-32 goals): the library's batch path as ``keras-fr eval`` runs
+  it, against the same PyTorch measurement: the inference copy through ``predict_in_parts`` (what
+  ``extract_embeddings`` runs) in a process set up as that command sets its own
+  (``keras_fr.cli.configure_process``: oneDNN keeps the reordered kernels of its first call,
+  ``keras_fr._onednn``; one thread per operation and the batch in one part per core,
+  ``keras_fr._threads``);
 - **batch 32, bfloat16** (no goal, for the record; ``--skip-bf16`` leaves it out): Keras under the
   ``mixed_bfloat16`` policy (float32 weights, bfloat16 arithmetic) against PyTorch with bfloat16 autocast
   and channels-last tensors, with the min cosine of the bfloat16 outputs to float32 Keras;
@@ -77,9 +80,10 @@ IMAGE_SIZE = 112
 GOALS = {
     ("b1_runtime", "msconv_resnet50"): 1.5,
     ("b1_runtime", "iresnet100"): 1.5,
-    ("batch_keras", "msconv_resnet50"): 1.5,
-    ("batch_keras", "iresnet100"): 1.2,
-    ("batch_keras", "lgaf_resnet100"): 1.2,
+    # Batch 32: the library's batch path as `keras-fr eval` runs it (the "keras-fr eval" rows).
+    ("batch_keras_cli", "msconv_resnet50"): 1.5,
+    ("batch_keras_cli", "iresnet100"): 1.2,
+    ("batch_keras_cli", "lgaf_resnet100"): 1.2,
     ("train", "msconv_resnet50"): 1.0,
 }
 #: In --quick runs the small models stand in for their family's goal (to show the column works).
@@ -269,19 +273,21 @@ def _child(job):
 
     if job.get("cli_process"):
         # An inference job in the process `keras-fr eval` sets up before TensorFlow runs
-        # (keras_fr.cli.configure_process: oneDNN's kept kernels, TensorFlow's own allocator), timing the
-        # library's batch path as that command runs it (extract_embeddings): the copy's predict_on_batch.
-        from keras_fr.applications.inference import inference_copy
+        # (keras_fr.cli.configure_process: oneDNN's kept kernels, TensorFlow's own allocator, one thread
+        # per operation), timing the library's batch path as that command runs it (extract_embeddings):
+        # the copy through predict_in_parts, one part per core.
+        from keras_fr._threads import batch_parts
+        from keras_fr.applications.inference import inference_copy, predict_in_parts
         from keras_fr.cli import configure_process
 
         configure_process("eval")
 
         copy = inference_copy(get_model(job["model"], weights=job["weights"]))
         x = _inputs(job["batch"])
-        seconds = _best_time(lambda v: np.asarray(copy.predict_on_batch(v)), x, job["iters"], job["warmup"])
+        seconds = _best_time(lambda v: np.asarray(predict_in_parts(copy, v)), x, job["iters"], job["warmup"])
         return {"img_s": job["batch"] / seconds, "maxrss_mb": _maxrss_mb(),
-                "mode": "predict_on_batch, inference copy, keras-fr eval process",
-                "check_output_copy": np.asarray(copy.predict_on_batch(_inputs(4, seed=1)), "float32").tolist()}
+                "mode": f"predict_in_parts ({batch_parts()} parts), inference copy, keras-fr eval process",
+                "check_output_copy": np.asarray(predict_in_parts(copy, _inputs(4, seed=1)), "float32").tolist()}
     if job["kind"] == "infer":
         if job.get("bfloat16"):
             keras.config.set_dtype_policy("mixed_bfloat16")  # float32 weights, bfloat16 arithmetic
@@ -426,13 +432,12 @@ def bench_model(name, args, workdir, peak):
     row = _pair_row(common, "batch_keras", f"batch {batch}, keras", batch, keras_b, torch_b)
     _check_cosine(row, "copy_min_cosine_to_model", keras_check, keras_b, "check_output_copy")
     rows.append(row)
-    if not args.skip_cli_row:
-        # The same batch in a keras-fr inference command's process (kept oneDNN kernels): no goal of its
-        # own, the goal is the row above, what a Python program gets by default.
-        keras_c = run_child(dict(job, framework="keras", cli_process=True), args.child_timeout)
-        row = _pair_row(common, "batch_keras_cli", f"batch {batch}, keras-fr eval", batch, keras_c, torch_b)
-        _check_cosine(row, "copy_min_cosine_to_model", keras_check, keras_c, "check_output_copy")
-        rows.append(row)
+    # The same batch as `keras-fr eval` runs it (kept oneDNN kernels, one thread per operation, the
+    # batch in parallel parts): the batch-32 goals. The row above is a default Python process.
+    keras_c = run_child(dict(job, framework="keras", cli_process=True), args.child_timeout)
+    row = _pair_row(common, "batch_keras_cli", f"batch {batch}, keras-fr eval", batch, keras_c, torch_b)
+    _check_cosine(row, "copy_min_cosine_to_model", keras_check, keras_c, "check_output_copy")
+    rows.append(row)
     if not args.skip_bf16:
         # bfloat16 inference on both sides (AMX / AVX512-BF16 where the CPU has them): no goal, for the
         # record; the outputs' cosine to float32 Keras on the check inputs says what it costs.
@@ -601,8 +606,6 @@ def parse_args(argv=None):
     parser.add_argument("--num-classes", type=int, default=1000, help="identities in the ArcFace head")
     parser.add_argument("--skip-training", action="store_true", help="leave out the training rows")
     parser.add_argument("--skip-bf16", action="store_true", help="leave out the bfloat16 inference rows")
-    parser.add_argument("--skip-cli-row", action="store_true",
-                        help="leave out the batch rows timed in a keras-fr inference command's process")
     parser.add_argument("--curve-steps", type=int, default=50,
                         help="steps of the loss-curve comparison for the training goal (0: skip it)")
     parser.add_argument("--curve-data", default=os.path.join(_bench.ROOT, os.pardir, "shared", "data", "celeba299"),
@@ -658,7 +661,7 @@ def main(argv=None):
         "backend": keras.backend.backend(),
         "settings": {k: getattr(args, k) for k in ("batch", "iters", "warmup", "steps", "num_classes",
                                                    "no_jit", "no_inference_copy", "skip_training", "skip_bf16",
-                                                   "skip_cli_row", "curve_steps")},
+                                                   "curve_steps")},
         "peak": peak,
         "goals": [{"kind": k, "model": m, "min_ratio": v} for (k, m), v in GOALS.items()],
         "rows": rows,
