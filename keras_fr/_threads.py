@@ -9,9 +9,11 @@ operation (``TF_NUM_INTRAOP_THREADS=1``), as many operations at once as there ar
 (:func:`keras_fr.applications.inference.predict_in_parts`). Each core then runs whole convolutions on
 its part of the batch with no synchronisation between them.
 
-Measured on a 2-core AMX Xeon (``benchmarks/process_settings.py``, each setting in a fresh process,
-docs/benchmarks.md): see the module's figures there; MSConvResNet50's inference copy at batch 32 gains
-most, IResNet100's little (its convolutions are large enough for two threads each).
+Measured on a 2-core AMX Xeon (``benchmarks/process_settings.py``, each setting in a fresh process, two
+interleaved rounds, medians; docs/benchmarks.md, "Process settings"): MSConvResNet50's inference copy
+at batch 32 76.2 -> 82.4 images/s, 87.0 with oneDNN's kept kernels too (``keras-fr eval``'s process);
+IResNet100's 14.05 -> 14.88 (its convolutions are large enough to share two threads well); IResNet100
+at batch 1, with nothing to cut, 7.49 -> 4.34.
 
 Both variables are TensorFlow's own, read once when its runtime starts, and apply to everything in
 the process: a batch of one runs on one core. So only ``keras-fr eval`` (:data:`BATCH_COMMANDS`),

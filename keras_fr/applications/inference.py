@@ -235,15 +235,16 @@ def predict_in_parts(model, x, parts=None):
     Raises:
         ValueError: when ``parts`` is not a positive integer.
     """
+    if parts is not None and (isinstance(parts, bool) or not isinstance(parts, (int, np.integer)) or parts < 1):
+        raise ValueError(f"`parts` must be a positive integer; got {parts!r}.")
+    if keras.backend.backend() != "tensorflow":
+        return model.predict_on_batch(x)
     if parts is None:
         from keras_fr._threads import batch_parts
 
         parts = batch_parts()
-    if isinstance(parts, bool) or not isinstance(parts, (int, np.integer)) or parts < 1:
-        raise ValueError(f"`parts` must be a positive integer; got {parts!r}.")
     parts = int(parts)
-    if (parts == 1 or keras.backend.backend() != "tensorflow" or not isinstance(x, np.ndarray)
-            or x.ndim == 0 or len(x) < parts):
+    if parts == 1 or not isinstance(x, np.ndarray) or x.ndim == 0 or len(x) < parts:
         return model.predict_on_batch(x)
     import tensorflow as tf
 
