@@ -35,6 +35,7 @@ import numpy as np
 import keras
 from keras import ops
 
+from keras_fr.applications.common import check_positive_int
 from keras_fr.layers.activations import MaximumPReLU, is_plain_prelu
 from keras_fr.layers.export_hooks import LeakyPReLU
 from keras_fr.layers.normalization import fold_batch_norm
@@ -235,8 +236,8 @@ def predict_in_parts(model, x, parts=None):
     Raises:
         ValueError: when ``parts`` is not a positive integer.
     """
-    if parts is not None and (isinstance(parts, bool) or not isinstance(parts, (int, np.integer)) or parts < 1):
-        raise ValueError(f"`parts` must be a positive integer; got {parts!r}.")
+    if parts is not None:
+        check_positive_int("parts", parts)
     if keras.backend.backend() != "tensorflow":
         return model.predict_on_batch(x)
     if parts is None:
