@@ -38,17 +38,18 @@ from keras_fr._memory import SYSTEM_ALLOCATOR_VARIABLE as ALLOCATOR  # noqa: E40
 from keras_fr._onednn import FROZEN_WEIGHTS_VARIABLE as FROZEN  # noqa: E402
 from keras_fr._threads import INTER_OP_VARIABLE as INTER  # noqa: E402
 from keras_fr._threads import INTRA_OP_VARIABLE as INTRA  # noqa: E402
-from keras_fr._threads import available_cores  # noqa: E402
+from keras_fr._threads import one_thread_per_op  # noqa: E402
 
 #: (label, the variables' values); the labels say which keras-fr sub-commands run so. "0" for the thread
 #: counts is TensorFlow's own default (each operation on all cores).
 _DEFAULT_THREADS = {INTRA: "0", INTER: "0"}
-_ONE_THREAD_PER_OP = {INTRA: "1", INTER: str(available_cores())}
+_ONE_THREAD_PER_OP = one_thread_per_op()  # what keras-fr eval sets
 SETTINGS = (
     ("pool (Python default; keras-fr train)", {ALLOCATOR: "0", FROZEN: "0", **_DEFAULT_THREADS}),
     ("pool + kept kernels", {ALLOCATOR: "0", FROZEN: "1", **_DEFAULT_THREADS}),
     ("pool + one thread per op", {ALLOCATOR: "0", FROZEN: "0", **_ONE_THREAD_PER_OP}),
-    ("pool + kept kernels + one thread per op (keras-fr eval)", {ALLOCATOR: "0", FROZEN: "1", **_ONE_THREAD_PER_OP}),
+    ("pool + kept kernels + one thread per op (keras-fr eval)",
+     {ALLOCATOR: "0", FROZEN: "1", **_ONE_THREAD_PER_OP}),
     ("system (keras-fr export, convert, demo)", {ALLOCATOR: "1", FROZEN: "0", **_DEFAULT_THREADS}),
     ("system + kept kernels (keras-fr verify, embed, ...)", {ALLOCATOR: "1", FROZEN: "1", **_DEFAULT_THREADS}),
 )

@@ -48,6 +48,12 @@ def _int(environ, name):
         return 0  # TensorFlow ignores a value it cannot parse: its default
 
 
+def one_thread_per_op(cores=None):
+    """The variables' values of the layout: one thread per operation, ``cores`` (default: this
+    process's, :func:`available_cores`) operations at once."""
+    return {INTRA_OP_VARIABLE: "1", INTER_OP_VARIABLE: str(cores or available_cores())}
+
+
 def parallel_batches(command, environ=None):
     """Set the one-thread-per-operation layout for ``keras-fr COMMAND`` when it is one of
     :data:`BATCH_COMMANDS` and the process may use more than one core.
@@ -64,8 +70,7 @@ def parallel_batches(command, environ=None):
         return False
     if INTRA_OP_VARIABLE in environ or INTER_OP_VARIABLE in environ:
         return False
-    environ[INTRA_OP_VARIABLE] = "1"
-    environ[INTER_OP_VARIABLE] = str(cores)
+    environ.update(one_thread_per_op(cores))
     return True
 
 

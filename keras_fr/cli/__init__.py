@@ -75,8 +75,8 @@ def configure_process(command):
     the system allocator for every sub-command but :data:`POOL_COMMANDS` (freed tensors go back to the
     system, see ``keras_fr._memory``) and, for the sub-commands that only embed, oneDNN's kept kernels
     (``keras_fr._onednn``); for ``eval``, which embeds whole batches, one thread per operation and the
-    batches cut into parallel parts (``keras_fr._threads``). Values the user set are kept. ``benchmarks/compare_reference.py`` times the
-    batch path under the same settings."""
+    batches cut into parallel parts (``keras_fr._threads``). Values the user set are kept.
+    ``benchmarks/compare_reference.py`` times the batch path under the same settings."""
     if command not in POOL_COMMANDS:
         _memory.prefer_system_allocator()
     _onednn.assume_frozen_weights(command)
