@@ -23,7 +23,8 @@ Two switches compare what keras_fr changed in the training step: ``--batchnorm k
 ``BatchNormalization`` code instead of keras_fr's fused training step
 (``keras_fr.layers.BatchNormalization.fused_training = False``), and ``--pack-channels-training N`` sets
 how wide MSConv packs its groups in training (``MSConv._split_pack_channels_training``; 0: one
-convolution per group).
+convolution per group), and ``--pointwise conv`` trains 1x1 convolutions as Keras' convolution instead of
+keras_fr's matrix product in bfloat16 (``keras_fr.layers.Conv2D.matmul_training = False``).
 
 Usage:
     python benchmarks/training.py                 # MSConvResNet50, IResNet50, LGAFResNet100; batch 32;
@@ -32,6 +33,7 @@ Usage:
     python benchmarks/training.py --models iresnet50 --precision float32 mixed_float16 --steps 10
     python benchmarks/training.py --models iresnet100 --precision mixed_bfloat16 --batchnorm keras
     python benchmarks/training.py --models msconv_resnet50 --precision mixed_bfloat16 --pack-channels-training 32
+    python benchmarks/training.py --models msconv_resnet50 --precision mixed_bfloat16 --pointwise conv
 """
 
 import argparse
@@ -65,6 +67,9 @@ def parse_args(argv=None):
                         "see benchmarks/grouped_conv.py)")
     p.add_argument("--batchnorm", choices=("fused", "keras"), default="fused",
                    help="keras_fr's fused batch-norm training step (default) or Keras' own code")
+    p.add_argument("--pointwise", choices=("matmul", "conv"), default="matmul",
+                   help="1x1 convolutions in a bfloat16 training step: keras_fr's matrix product "
+                        "(default) or Keras' convolution")
     p.add_argument("--pack-channels-training", type=int, default=None,
                    help="MSConv's group-packing width in training (default: the library's, "
                         "SPLIT_PACK_CHANNELS_TRAINING; 0: one convolution per group)")
@@ -118,9 +123,11 @@ def measure(name, precision, args):
     from keras_fr.training.recipes import SGDWithL2
     from keras_fr.training import FaceTrainingModel
     from keras_fr.layers.msconv import MSConv
+    from keras_fr.layers.convolution import Conv2D
     from keras_fr.layers.normalization import BatchNormalization
 
     BatchNormalization.fused_training = args.batchnorm == "fused"
+    Conv2D.matmul_training = args.pointwise == "matmul"
     if args.pack_channels_training is not None:
         MSConv._split_pack_channels_training = args.pack_channels_training
     keras.backend.clear_session()
@@ -151,6 +158,7 @@ def measure(name, precision, args):
             "jit": bool(args.jit),
             "grouped_conv": args.grouped_conv if name.startswith("msconv") else None,
             "batchnorm": args.batchnorm,
+            "pointwise": args.pointwise,
             "pack_channels_training": MSConv._split_pack_channels_training if name.startswith("msconv") else None,
             "timed_steps": len(timed),
             "seconds_per_step": seconds / len(timed),
@@ -189,7 +197,7 @@ def main(argv=None):
     payload = {
         **_bench.result_header("training", argv),
         "settings": {k: getattr(args, k) for k in ("batch_size", "steps", "warmup", "image_size",
-                                                   "num_classes", "jit", "grouped_conv", "batchnorm",
+                                                   "num_classes", "jit", "grouped_conv", "batchnorm", "pointwise",
                                                    "pack_channels_training")},
         "results": results,
     }

@@ -37,6 +37,7 @@ from keras import ops
 
 from keras_fr.applications.common import check_positive_int
 from keras_fr.layers.activations import MaximumPReLU, is_plain_prelu
+from keras_fr.layers.convolution import Conv2D
 from keras_fr.layers.export_hooks import LeakyPReLU
 from keras_fr.layers.normalization import fold_batch_norm
 
@@ -65,10 +66,10 @@ def _own_variant(layer):
 
 def _foldable_producer(layer):
     """True when a batch normalization after ``layer`` can move into ``layer``'s weights: Keras'
-    own convolution or dense layer (not a subclass, whose ``call`` may differ), channels last, no
-    activation, not quantized, no LoRA."""
+    own convolution or dense layer (not a subclass, whose ``call`` may differ, but keras_fr's
+    ``Conv2D``, whose inference is Keras'), channels last, no activation, not quantized, no LoRA."""
     exact = (keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D, keras.layers.DepthwiseConv2D,
-             keras.layers.Dense)
+             keras.layers.Dense, Conv2D)
     if type(layer) not in exact:
         return False
     if getattr(layer, "data_format", "channels_last") != "channels_last":

@@ -14,6 +14,7 @@ from keras_fr.applications import registry
 from keras_fr.applications import specs
 from keras_fr.applications.common import preprocess_input  # noqa: F401  (re-exported)
 from keras_fr.layers.activations import PReLU
+from keras_fr.layers.convolution import Conv2D
 from keras_fr.layers.msconv import (
     BN_EPSILON,
     BN_MOMENTUM,
@@ -61,7 +62,8 @@ def _bn(name):
 
 
 def _conv1x1(filters, name, strides=1):
-    return keras.layers.Conv2D(filters, 1, strides=strides, use_bias=False, name=name)
+    # keras_fr's Conv2D: Keras' layer, trained as a matrix product in bfloat16 on TensorFlow.
+    return Conv2D(filters, 1, strides=strides, use_bias=False, name=name)
 
 
 def _ms_unit(x, in_channels, mid_channels, out_channels, strides, prefix, grouped_conv):

@@ -22,6 +22,8 @@ _PUBLIC = {
     "ChannelBias": "keras_fr.layers.normalization",
     # Keras' PReLU with a faster training step (every PReLU of keras_fr's networks)
     "PReLU": "keras_fr.layers.activations",
+    # Keras' Conv2D whose 1x1 convolutions train as matrix products in bfloat16 (MSConv networks)
+    "Conv2D": "keras_fr.layers.convolution",
     # what a layer tells the exporters (keras_fr.export)
     "ExportHooks": "keras_fr.layers.export_hooks",
     "ExportTarget": "keras_fr.layers.export_hooks",

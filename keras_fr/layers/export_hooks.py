@@ -49,6 +49,7 @@ import keras
 import numpy as np
 
 from keras_fr.layers.activations import is_plain_prelu
+from keras_fr.layers.convolution import Conv2D
 
 #: Export formats and grouped-convolution formulations an :class:`ExportTarget` can name.
 FORMATS = ("tflite", "onnx")
@@ -238,7 +239,7 @@ def export_variant_of(layer, target):
     hook = getattr(layer, "export_variant", None)
     if callable(hook):
         return hook(target)
-    if type(layer) is keras.layers.Conv2D and wants_graph_conv(layer, target):
+    if type(layer) in (keras.layers.Conv2D, Conv2D) and wants_graph_conv(layer, target):
         variant = GraphConv2D.from_config(layer.get_config())
         variant.export_speed_only = not (layer.groups > 1 and target.format == "onnx")
         return variant

@@ -25,6 +25,7 @@ import keras
 from keras import ops
 
 from keras_fr.layers.activations import PReLU
+from keras_fr.layers.convolution import Conv2D
 from keras_fr.layers.export_hooks import ExportHooks
 from keras_fr.layers.export_hooks import GraphConv2D
 from keras_fr.layers.export_hooks import LeakyPReLU
@@ -329,7 +330,8 @@ class MSConv(ExportHooks, keras.layers.Layer):
     def _conv_bn_prelu(self, prefix, filters, kernel_size=1, strides=1, dilation=1, groups=1):
         """Create ``{prefix}_0`` (conv), ``{prefix}_1`` (BN), ``{prefix}_2`` (single-slope PReLU)."""
         policy = self.dtype_policy
-        conv_class = self._grouped_conv_class if groups > 1 else keras.layers.Conv2D
+        # keras_fr's Conv2D: Keras' layer, its 1x1 convolutions trained as matrix products in bfloat16.
+        conv_class = self._grouped_conv_class if groups > 1 else Conv2D
         conv = conv_class(
             filters,
             kernel_size,

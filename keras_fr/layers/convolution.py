@@ -1,0 +1,76 @@
+"""Keras' ``Conv2D`` whose 1x1 convolutions train as matrix products in bfloat16 on TensorFlow.
+
+The 1x1 convolutions of keras_fr's bottleneck networks (MSConvResNet's reduce, expand and shortcut
+layers, IResNet's downsampling shortcuts) are built from :class:`Conv2D` below.
+"""
+
+import keras
+from keras import ops
+
+
+@keras.saving.register_keras_serializable(package="keras_fr")
+class Conv2D(keras.layers.Conv2D):
+    """Keras' ``Conv2D``; a 1x1 convolution's training step in bfloat16 is a matrix product on TensorFlow.
+
+    A 1x1 convolution is a matrix product over the channels: ``(N*H'*W', C_in) @ (C_in, C_out)``
+    after keeping every ``strides``-th row and column (a 1x1 kernel never pads, under ``"same"`` or
+    ``"valid"``). Called with ``training=True`` on TensorFlow with bfloat16 inputs (the
+    ``mixed_bfloat16`` policy), this layer computes it that way: TensorFlow's matrix-product kernel
+    and its gradients (oneDNN's, on AMX where the CPU has it) ran the layers of MSConvResNet50 at
+    batch 32, forward and backward, 1.3-2.2x faster than its bfloat16 convolution kernels on a 2-core
+    AMX Xeon, where in float32 the two are within noise of each other (docs/benchmarks.md, "The
+    training step: 1x1 convolutions as matrix products"; ``benchmarks/pointwise_conv.py``).
+
+    The sums are the convolution's; only their rounding to bfloat16 may differ. Everything else is
+    Keras' ``Conv2D``: inference (``training`` false), other dtypes, other backends, kernels larger
+    than 1x1, grouped or dilated convolutions and ``channels_first`` run Keras' code, so exported files,
+    converted checkpoints and inference copies see Keras' graph.
+
+    Same arguments, weights and configuration as ``keras.layers.Conv2D``. Set the class attribute
+    ``matmul_training`` to False to train with Keras' convolution instead
+    (``benchmarks/training.py --pointwise conv``).
+
+    Example:
+
+    >>> layer = Conv2D(8, 1, strides=2)
+    >>> layer(keras.ops.ones((2, 7, 7, 4)), training=True).shape
+    (2, 4, 4, 8)
+    """
+
+    #: Train a 1x1 convolution as a matrix product on TensorFlow (False: Keras' convolution).
+    matmul_training = True
+    #: The compute dtypes it applies to (float32 gains nothing: ``benchmarks/pointwise_conv.py``).
+    matmul_training_dtypes = ("bfloat16",)
+
+    def call(self, inputs, training=None):
+        if training and self._trains_as_matmul(inputs):
+            return self._matmul_call(inputs)
+        return super().call(inputs)
+
+    def _trains_as_matmul(self, inputs):
+        return (
+            self.matmul_training
+            and keras.backend.backend() == "tensorflow"
+            and tuple(self.kernel_size) == (1, 1)
+            and self.groups == 1
+            and tuple(self.dilation_rate) == (1, 1)
+            and self.data_format == "channels_last"
+            and keras.backend.standardize_dtype(inputs.dtype) in self.matmul_training_dtypes
+        )
+
+    def _matmul_call(self, inputs):
+        import tensorflow as tf  # the TensorFlow backend is active, so TensorFlow is imported already
+
+        rows, cols = self.strides
+        x = inputs if (rows, cols) == (1, 1) else inputs[:, ::rows, ::cols, :]
+        channels = x.shape[-1]
+        kernel = ops.cast(self.kernel, x.dtype)
+        outputs = tf.matmul(tf.reshape(x, [-1, channels]), tf.reshape(kernel, [channels, self.filters]))
+        dynamic = tf.shape(x)
+        outputs = tf.reshape(outputs, [x.shape[i] if x.shape[i] is not None else dynamic[i] for i in range(3)]
+                             + [self.filters])
+        if self.use_bias:
+            outputs = tf.nn.bias_add(outputs, ops.cast(self.bias, outputs.dtype))
+        if self.activation is not None:
+            outputs = self.activation(outputs)
+        return outputs
