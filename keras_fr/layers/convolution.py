@@ -16,10 +16,11 @@ class Conv2D(keras.layers.Conv2D):
     after keeping every ``strides``-th row and column (a 1x1 kernel never pads, under ``"same"`` or
     ``"valid"``). Called with ``training=True`` on TensorFlow with bfloat16 inputs (the
     ``mixed_bfloat16`` policy), this layer computes it that way: TensorFlow's matrix-product kernel
-    and its gradients (oneDNN's, on AMX where the CPU has it) ran the layers of MSConvResNet50 at
-    batch 32, forward and backward, 1.3-2.2x faster than its bfloat16 convolution kernels on a 2-core
-    AMX Xeon, where in float32 the two are within noise of each other (docs/benchmarks.md, "The
-    training step: 1x1 convolutions as matrix products"; ``benchmarks/pointwise_conv.py``).
+    and its gradients (oneDNN's, on AMX where the CPU has it) ran MSConvResNet50's 1x1 layers at batch
+    32, forward and backward, 1.7x faster than its bfloat16 convolution kernels on a 2-core AMX Xeon
+    (``benchmarks/pointwise_conv.py``), and the ``model.fit`` step about 1.15x; in float32 the layers
+    gained 1.07-1.09x with one strided shape at 0.65x, so float32 keeps the convolution
+    (docs/benchmarks.md, "The training step: 1x1 convolutions as matrix products").
 
     The sums are the convolution's; only their rounding to bfloat16 may differ. Everything else is
     Keras' ``Conv2D``: inference (``training`` false), other dtypes, other backends, kernels larger
