@@ -168,3 +168,20 @@ def test_msconv_networks_build_their_1x1_convolutions_from_it():
     # Per unit: reduce, expand (and a shortcut); inside MSConv: fc, fcs_0, fcs_1, fc_d.
     assert len(pointwise) > 40
     assert [layer.name for layer in pointwise if type(layer) is not Conv2D] == []
+
+
+def test_msconv_attention_and_fusion_convolutions_take_the_matrix_product_in_bfloat16_training():
+    """MSConv calls its 1x1 convolutions without passing ``training``: Keras' call context must hand
+    them the outer call's, so that a bfloat16 training step reaches the matrix product."""
+    from keras_fr.layers.msconv import MSConv
+
+    layer = MSConv(groups=4, min_dim=8, grouped_conv="split", dtype="mixed_bfloat16")
+    layer.build((None, 8, 8, 32))
+
+    def matmuls(training):
+        fn = tf.function(lambda v: layer(v, training=training))
+        graph = fn.get_concrete_function(tf.TensorSpec((None, 8, 8, 32), "float32")).graph
+        return sum(op.type == "MatMul" for op in graph.get_operations())
+
+    assert matmuls(True) == 4  # fc, fcs_0, fcs_1, fc_d
+    assert matmuls(False) == 0
