@@ -1,7 +1,8 @@
 """Keras' ``Conv2D`` whose 1x1 convolutions train as matrix products in bfloat16 on TensorFlow.
 
-The 1x1 convolutions of keras_fr's bottleneck networks (MSConvResNet's reduce, expand and shortcut
-layers, IResNet's downsampling shortcuts) are built from :class:`Conv2D` below.
+The MSConv networks build every 1x1 convolution from :class:`Conv2D` below (each unit's reduce,
+expand and shortcut layers; MSConv's ``fc``, ``fcs_0``, ``fcs_1`` and ``fc_d``). The IResNets and LGAF's
+heads keep Keras' ``Conv2D``: the matrix product was measured on MSConvResNet50 only.
 """
 
 import keras
